@@ -1,0 +1,3 @@
+"""Websocket routes. The chat consumer registers here."""
+
+websocket_urlpatterns: list = []

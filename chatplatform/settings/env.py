@@ -1,0 +1,67 @@
+"""Read settings from the environment through one helper that fails clearly.
+
+Every setting the platform reads from the environment goes through `get_from_env`, so a bad
+value stops the process at start with a message naming the variable, instead of surfacing
+later as a confusing error deep inside a request.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import TypeVar
+
+from django.core.exceptions import ImproperlyConfigured
+
+T = TypeVar("T")
+
+_TRUE_WORDS = {"1", "true", "yes", "on"}
+_FALSE_WORDS = {"0", "false", "no", "off", ""}
+
+
+def str_to_bool(value: str) -> bool:
+    word = value.strip().lower()
+    if word in _TRUE_WORDS:
+        return True
+    if word in _FALSE_WORDS:
+        return False
+    raise ValueError(
+        f"expected one of {sorted(_TRUE_WORDS | _FALSE_WORDS)}, got {value!r}"
+    )
+
+
+def str_to_list(value: str) -> list[str]:
+    """Comma-separated list; blanks dropped."""
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def one_of(*choices: str) -> Callable[[str], str]:
+    """A cast that accepts only the given words (case-insensitive)."""
+
+    def cast(value: str) -> str:
+        word = value.strip().lower()
+        if word not in choices:
+            raise ValueError(f"expected one of {list(choices)}, got {value!r}")
+        return word
+
+    return cast
+
+
+def get_from_env(
+    key: str, default: T, type_cast: Callable[[str], T] | None = None
+) -> T:
+    """The environment's value for `key` cast with `type_cast`, or `default` when unset.
+
+    Raises ImproperlyConfigured naming the variable when the value cannot be cast.
+    """
+    raw = os.environ.get(key)
+    if raw is None:
+        return default
+    if type_cast is None:
+        return raw  # type: ignore[return-value]
+    try:
+        return type_cast(raw)
+    except (ValueError, TypeError) as error:
+        raise ImproperlyConfigured(
+            f"Setting {key}={raw!r} is invalid: {error}"
+        ) from error

@@ -1,0 +1,12 @@
+from django.contrib import admin
+from django.urls import include, path
+
+from chatplatform.health.views import healthz
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("healthz", healthz, name="healthz"),
+    path("dashboard/", include("chatplatform.dashboards.urls")),
+    path("cache/", include("chatplatform.semanticcache.urls")),
+    path("", include("chatplatform.chat.urls")),
+]
