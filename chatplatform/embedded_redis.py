@@ -64,33 +64,25 @@ class EmbeddedRedis:
             args += ["--appendonly", "yes", "--save", ""]
         else:
             args += ["--appendonly", "no", "--save", ""]
-        self._process = subprocess.Popen(
-            args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-        )
+        self._process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         self._wait_until_ready()
         return self.url
 
     def _wait_until_ready(self) -> None:
-        client = redis.Redis(
-            host="127.0.0.1", port=self.port, socket_connect_timeout=0.5
-        )
+        client = redis.Redis(host="127.0.0.1", port=self.port, socket_connect_timeout=0.5)
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
         while time.monotonic() < deadline:
             assert self._process is not None
             if self._process.poll() is not None:
                 log = self.data_dir / "redis.log"
                 detail = log.read_text()[-2000:] if log.exists() else ""
-                raise RuntimeError(
-                    f"redis-server exited at start (port {self.port}): {detail}"
-                )
+                raise RuntimeError(f"redis-server exited at start (port {self.port}): {detail}")
             try:
                 if client.ping():
                     return
             except redis.ConnectionError:
                 time.sleep(0.05)
-        raise RuntimeError(
-            f"redis-server did not answer on port {self.port} within 10 s"
-        )
+        raise RuntimeError(f"redis-server did not answer on port {self.port} within 10 s")
 
     def stop(self) -> None:
         if self._process is None or self._process.poll() is not None:

@@ -17,15 +17,9 @@ class Conversation(models.Model):
         CLOSED = "closed"
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    site = models.ForeignKey(
-        Site, on_delete=models.CASCADE, related_name="conversations"
-    )
-    visitor_id = models.CharField(
-        max_length=64, help_text="Anonymous id kept by the widget."
-    )
-    status = models.CharField(
-        max_length=16, choices=Status.choices, default=Status.OPEN
-    )
+    site = models.ForeignKey(Site, on_delete=models.CASCADE, related_name="conversations")
+    visitor_id = models.CharField(max_length=64, help_text="Anonymous id kept by the widget.")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.OPEN)
     client_ip = models.GenericIPAddressField(null=True, blank=True)
     started_at = models.DateTimeField(auto_now_add=True)
     last_activity_at = models.DateTimeField(auto_now_add=True)
@@ -81,12 +75,8 @@ class Message(models.Model):
     received_at = models.DateTimeField(db_index=False)
     first_token_at = models.DateTimeField(null=True, blank=True)
     completed_at = models.DateTimeField(null=True, blank=True)
-    ttft_ms = models.FloatField(
-        null=True, blank=True, help_text="arrival -> first answer text"
-    )
-    total_ms = models.FloatField(
-        null=True, blank=True, help_text="arrival -> answer complete"
-    )
+    ttft_ms = models.FloatField(null=True, blank=True, help_text="arrival -> first answer text")
+    total_ms = models.FloatField(null=True, blank=True, help_text="arrival -> answer complete")
     sla_met = models.BooleanField(null=True, blank=True)
     # Model cost.
     prompt_tokens = models.PositiveIntegerField(default=0)

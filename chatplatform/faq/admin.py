@@ -45,9 +45,7 @@ class FAQAdmin(ImportExportModelAdmin):
     def deactivate(self, request: HttpRequest, queryset: QuerySet[FAQ]) -> None:
         self._set_active(request, queryset, False)
 
-    def _set_active(
-        self, request: HttpRequest, queryset: QuerySet[FAQ], active: bool
-    ) -> None:
+    def _set_active(self, request: HttpRequest, queryset: QuerySet[FAQ], active: bool) -> None:
         # Save one by one (not queryset.update) so versions bump and signals refresh the cache.
         changed = 0
         for faq in queryset:

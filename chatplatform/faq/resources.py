@@ -34,6 +34,4 @@ class FAQResource(resources.ModelResource):
         raw = row.get("variants") or ""
         texts = [line.strip() for line in str(raw).splitlines() if line.strip()]
         instance.variants.all().delete()
-        FAQVariant.objects.bulk_create(
-            [FAQVariant(faq=instance, text=t[:500]) for t in texts]
-        )
+        FAQVariant.objects.bulk_create([FAQVariant(faq=instance, text=t[:500]) for t in texts])

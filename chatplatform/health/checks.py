@@ -47,10 +47,7 @@ def check_workers() -> dict[str, CheckResult]:
     try:
         replies = app.control.ping(timeout=WORKER_PING_TIMEOUT_S)
     except Exception as error:  # broker down: every worker check fails with that reason
-        return {
-            q.value: CheckResult(False, f"{type(error).__name__}: {error}")
-            for q in Queue
-        }
+        return {q.value: CheckResult(False, f"{type(error).__name__}: {error}") for q in Queue}
     names = [name for reply in replies for name in reply]
     results = {}
     for queue in Queue:

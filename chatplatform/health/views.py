@@ -13,8 +13,6 @@ def healthz(request: HttpRequest) -> JsonResponse:
     ok = all(result.ok for result in checks.values())
     body = {
         "status": "ok" if ok else "degraded",
-        "checks": {
-            name: {"ok": r.ok, "detail": r.detail} for name, r in checks.items()
-        },
+        "checks": {name: {"ok": r.ok, "detail": r.detail} for name, r in checks.items()},
     }
     return JsonResponse(body, status=200 if ok else 503)

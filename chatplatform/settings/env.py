@@ -25,9 +25,7 @@ def str_to_bool(value: str) -> bool:
         return True
     if word in _FALSE_WORDS:
         return False
-    raise ValueError(
-        f"expected one of {sorted(_TRUE_WORDS | _FALSE_WORDS)}, got {value!r}"
-    )
+    raise ValueError(f"expected one of {sorted(_TRUE_WORDS | _FALSE_WORDS)}, got {value!r}")
 
 
 def str_to_list(value: str) -> list[str]:
@@ -47,9 +45,7 @@ def one_of(*choices: str) -> Callable[[str], str]:
     return cast
 
 
-def get_from_env(
-    key: str, default: T, type_cast: Callable[[str], T] | None = None
-) -> T:
+def get_from_env(key: str, default: T, type_cast: Callable[[str], T] | None = None) -> T:
     """The environment's value for `key` cast with `type_cast`, or `default` when unset.
 
     Raises ImproperlyConfigured naming the variable when the value cannot be cast.
@@ -62,6 +58,4 @@ def get_from_env(
     try:
         return type_cast(raw)
     except (ValueError, TypeError) as error:
-        raise ImproperlyConfigured(
-            f"Setting {key}={raw!r} is invalid: {error}"
-        ) from error
+        raise ImproperlyConfigured(f"Setting {key}={raw!r} is invalid: {error}") from error

@@ -6,9 +6,7 @@ from chatplatform.settings.base import *  # noqa: F403
 from chatplatform.settings.base import DEBUG, DEFAULT_SECRET_KEY, SECRET_KEY
 
 if SECRET_KEY == DEFAULT_SECRET_KEY or len(SECRET_KEY) < 32:
-    raise ImproperlyConfigured(
-        "SECRET_KEY must be set to a private value of 32+ characters"
-    )
+    raise ImproperlyConfigured("SECRET_KEY must be set to a private value of 32+ characters")
 if DEBUG:
     raise ImproperlyConfigured("DEBUG must be off in production (DEBUG=false)")
 

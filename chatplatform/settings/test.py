@@ -5,9 +5,7 @@ from chatplatform.settings.base import *  # noqa: F403
 from chatplatform.settings.base import DATABASES, VAR_DIR
 
 DEBUG = False
-PASSWORD_HASHERS = [
-    "django.contrib.auth.hashers.MD5PasswordHasher"
-]  # fast logins in tests
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast logins in tests
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test-db.sqlite3")}
 STORAGES = {

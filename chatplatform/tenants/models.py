@@ -8,9 +8,7 @@ from urllib.parse import urlsplit
 from django.core.exceptions import ValidationError
 from django.db import models
 
-DEFAULT_SLA_MS = (
-    300  # first token must reach the customer within this, per the design card
-)
+DEFAULT_SLA_MS = 300  # first token must reach the customer within this, per the design card
 DEFAULT_SYSTEM_PROMPT = (
     "You are the customer-service assistant of {site_name}. Answer briefly and politely, using "
     "only the FAQ entries given. If you do not know, say so and offer a human agent."
@@ -24,16 +22,10 @@ def new_widget_key() -> str:
 
 def validate_origins(value: list[str]) -> None:
     if not isinstance(value, list):
-        raise ValidationError(
-            "allowed origins must be a list of origins like https://shop.example"
-        )
+        raise ValidationError("allowed origins must be a list of origins like https://shop.example")
     for origin in value:
         parts = urlsplit(str(origin))
-        if (
-            parts.scheme not in ("http", "https")
-            or not parts.netloc
-            or parts.path not in ("", "/")
-        ):
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.path not in ("", "/"):
             raise ValidationError(f"{origin!r} is not an origin (scheme://host[:port])")
 
 
@@ -48,9 +40,7 @@ class Site(models.Model):
         validators=[validate_origins],
         help_text='Origins allowed to open the widget, e.g. ["https://shop.example"].',
     )
-    greeting = models.CharField(
-        max_length=500, default="Hi! How can we help you today?"
-    )
+    greeting = models.CharField(max_length=500, default="Hi! How can we help you today?")
     system_prompt = models.TextField(
         default=DEFAULT_SYSTEM_PROMPT,
         help_text="Instructions for the model; {site_name} is replaced by the site's name.",
