@@ -223,14 +223,23 @@ def _float_or_none(raw: str | None) -> float | None:
 
 
 _inference_collector: InferenceCollector | None = None
+_inference_collector_url: str | None = None
 
 
 def register_inference_collector(
     redis_url: str, registry: CollectorRegistry = REGISTRY
 ) -> InferenceCollector:
-    """Register (once per process) the collector that reads inference figures from Redis."""
-    global _inference_collector
+    """Register (once per process and URL) the collector that reads inference figures.
+
+    Called on every scrape with the configured URL; a changed URL (settings overridden in
+    tests) replaces the collector rather than keep reading the old server.
+    """
+    global _inference_collector, _inference_collector_url
+    if _inference_collector is not None and _inference_collector_url != redis_url:
+        registry.unregister(_inference_collector)
+        _inference_collector = None
     if _inference_collector is None:
         _inference_collector = InferenceCollector(redis_url)
+        _inference_collector_url = redis_url
         registry.register(_inference_collector)
     return _inference_collector

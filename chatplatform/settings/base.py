@@ -159,6 +159,8 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Prometheus /metrics: served only to these client addresses (comma list) unless empty = all.
 METRICS_ALLOWED_IPS = get_from_env("METRICS_ALLOWED_IPS", ["127.0.0.1", "::1"], str_to_list)
 
+# And, when set, the scraper must also send "Authorization: Bearer <token>".
+METRICS_BEARER_TOKEN = get_from_env("METRICS_BEARER_TOKEN", "")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
