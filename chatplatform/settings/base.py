@@ -13,6 +13,7 @@ from inference.contracts import Queue, TaskName
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 # Runtime state (SQLite file, embedded Redis data, built models, logs) lives here, ignored by git.
 VAR_DIR = Path(get_from_env("VAR_DIR", str(BASE_DIR / "var"))).resolve()
+VAR_DIR.mkdir(parents=True, exist_ok=True)
 
 # The default key is public (it is in this file); production.py refuses to start with it.
 DEFAULT_SECRET_KEY = "insecure-dev-key-change-me-in-production"
@@ -158,9 +159,9 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 
 # Prometheus /metrics: served only to these client addresses (comma list) unless empty = all.
 METRICS_ALLOWED_IPS = get_from_env("METRICS_ALLOWED_IPS", ["127.0.0.1", "::1"], str_to_list)
-
 # And, when set, the scraper must also send "Authorization: Bearer <token>".
 METRICS_BEARER_TOKEN = get_from_env("METRICS_BEARER_TOKEN", "")
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

@@ -1,0 +1,76 @@
+"""Bad configuration stops the process at start with a message naming the setting."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+
+from chatplatform.settings.env import get_from_env, one_of, str_to_bool, str_to_list
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def run_check(env_overrides: dict[str, str], settings_module: str = "chatplatform.settings.local"):
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": settings_module, **env_overrides}
+    return subprocess.run(
+        [sys.executable, "manage.py", "check"], cwd=REPO, env=env, capture_output=True, text=True
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("DATABASE_URL", "not a url at all"),
+        ("DATABASE_URL", "mongodb://localhost/x"),
+        ("REDIS_URL", "http://localhost:6379"),
+        ("DEBUG", "maybe"),
+        ("QUANTIZATION", "int3"),
+        ("GPU_COST_PER_HOUR", "cheap"),
+    ],
+)
+def test_bad_setting_fails_at_start_naming_the_setting(name: str, value: str) -> None:
+    # when the process starts with a bad value
+    result = run_check({name: value})
+    # then it refuses, and the message names the variable
+    assert result.returncode != 0
+    assert f"Setting {name}=" in result.stderr
+    assert "ImproperlyConfigured" in result.stderr
+
+
+def test_production_refuses_default_secret_key() -> None:
+    result = run_check({"DEBUG": "false"}, "chatplatform.settings.production")
+    assert result.returncode != 0
+    assert "SECRET_KEY must be set" in result.stderr
+
+
+def test_production_refuses_debug_on() -> None:
+    result = run_check(
+        {"DEBUG": "true", "SECRET_KEY": "x" * 40}, "chatplatform.settings.production"
+    )
+    assert result.returncode != 0
+    assert "DEBUG must be off" in result.stderr
+
+
+def test_production_starts_with_proper_settings() -> None:
+    result = run_check(
+        {"DEBUG": "false", "SECRET_KEY": "s3cret-" * 8}, "chatplatform.settings.production"
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_get_from_env_casts_and_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SOME_FLAG", "yes")
+    monkeypatch.setenv("SOME_LIST", " a, b,,c ")
+    monkeypatch.setenv("SOME_MODE", "INT8")
+    assert get_from_env("SOME_FLAG", False, str_to_bool) is True
+    assert get_from_env("SOME_LIST", [], str_to_list) == ["a", "b", "c"]
+    assert get_from_env("SOME_MODE", "none", one_of("none", "int8")) == "int8"
+    assert get_from_env("UNSET_VARIABLE_XYZ", 7, int) == 7
+    monkeypatch.setenv("SOME_FLAG", "perhaps")
+    with pytest.raises(ImproperlyConfigured, match="SOME_FLAG"):
+        get_from_env("SOME_FLAG", False, str_to_bool)
