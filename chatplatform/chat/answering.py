@@ -1,0 +1,127 @@
+"""The chat side of answering: the semantic cache, the prompt and the inference task.
+
+Thin adapters over the cache's service and the inference contract, so the consumer reads as
+the sequence of steps it performs. The cache (and its encoder, ~10 s to load) is loaded once
+per process on first use, off the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from asgiref.sync import sync_to_async
+
+from chatplatform.chat import config
+from inference.contracts import InferenceRequest, Queue, TaskName
+from inference.prompt import build_messages
+
+HOLDING_TEXT = (
+    "Thanks for your patience: our assistant needs a few more seconds and its answer will "
+    "appear here."
+)
+HOLDING_SUGGESTIONS_TEXT = "Meanwhile, one of these answers may already help:"
+UNAVAILABLE_TEXT = (
+    "Sorry, our assistant cannot answer this right now. You can ask to talk to a human."
+)
+
+_cache: Any = None
+_cache_lock: asyncio.Lock | None = None
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    faq_id: int
+    question: str
+    answer: str
+
+    def as_dict(self) -> dict[str, object]:
+        return {"faq_id": self.faq_id, "question": self.question, "answer": self.answer}
+
+
+def get_cache_sync() -> Any:
+    """The process's semantic cache (built and warmed on first call)."""
+    from chatplatform.semanticcache.service import get_cache
+
+    return get_cache()
+
+
+async def get_cache() -> Any:
+    """The process's semantic cache; the first call loads it in a thread, others wait for it."""
+    global _cache, _cache_lock
+    if _cache is not None:
+        return _cache
+    if _cache_lock is None:
+        _cache_lock = asyncio.Lock()
+    async with _cache_lock:
+        if _cache is None:
+            _cache = await asyncio.to_thread(get_cache_sync)
+    return _cache
+
+
+async def lookup(site_id: int, question: str, conversation_id: str, history: list[str]) -> Any:
+    """The cache's LookupResult for a customer question (never raises on odd input)."""
+    cache = await get_cache()
+    return await cache.alookup(
+        str(site_id), question, conversation_id=conversation_id, history=history
+    )
+
+
+async def suggestions(site_id: int, question: str) -> list[Suggestion]:
+    """The FAQ entries nearest the question: prompt grounding and holding-reply suggestions."""
+    cache = await get_cache()
+    found = await cache.anearest_faqs(str(site_id), question, k=config.SUGGESTION_COUNT)
+    return [Suggestion(faq_id=s.faq_id, question=s.question, answer=s.answer) for s in found]
+
+
+def inference_request(
+    *,
+    conversation_id: str,
+    message_id: str,
+    site_id: int,
+    instructions: str,
+    grounding: Sequence[Suggestion],
+    history: Sequence[tuple[str, str]],
+    question: str,
+    arrival: float,
+    sla_ms: int,
+) -> InferenceRequest:
+    """The model request for one question: its deadline is arrival + the site's SLA."""
+    messages = build_messages(
+        instructions, [(s.question, s.answer) for s in grounding], history, question
+    )
+    return InferenceRequest(
+        conversation_id=conversation_id,
+        message_id=message_id,
+        site_id=str(site_id),
+        messages=messages,
+        deadline=arrival + sla_ms / 1000.0,
+        max_new_tokens=config.MAX_NEW_TOKENS,
+        arrival=arrival,
+    )
+
+
+def _send_inference_sync(request: InferenceRequest) -> None:
+    from chatplatform.celery_app import app
+
+    app.send_task(
+        TaskName.GENERATE_ANSWER.value, args=[request.to_dict()], queue=Queue.INFERENCE.value
+    )
+
+
+async def send_inference(request: InferenceRequest) -> None:
+    """Queue the request for a GPU worker (the broker call runs off the event loop)."""
+    await sync_to_async(_send_inference_sync, thread_sensitive=False)(request)
+
+
+def holding_text(found: Sequence[Suggestion]) -> str:
+    if not found:
+        return HOLDING_TEXT
+    return f"{HOLDING_TEXT} {HOLDING_SUGGESTIONS_TEXT}"
+
+
+def ms_since(start: float) -> float:
+    return (time.time() - start) * 1000.0

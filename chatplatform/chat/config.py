@@ -1,0 +1,46 @@
+"""Limits and timings of the realtime chat, read once from the environment.
+
+Each value is a named constant with its reasoning; operators override the limits through the
+environment (e.g. the load benchmark, which opens hundreds of sockets from one address).
+"""
+
+from __future__ import annotations
+
+from chatplatform.settings.env import get_from_env
+
+PROTOCOL_VERSION = 1
+
+# A customer question is a few sentences; 2,000 characters is a long complaint. Bigger text is
+# answered with `message_too_long` rather than sent to the cache and model.
+MAX_MESSAGE_CHARS = get_from_env("CHAT_MAX_MESSAGE_CHARS", 2000, int)
+# Whole websocket frame limit (JSON envelope + text + escapes): anything bigger is not a
+# legitimate client frame and is refused before parsing.
+MAX_FRAME_BYTES = 4 * MAX_MESSAGE_CHARS + 1024
+
+# A person types at most a few messages a minute; 20 leaves room for quick-reply clicks.
+MESSAGES_PER_MINUTE_PER_CONVERSATION = get_from_env("CHAT_MESSAGES_PER_MINUTE_PER_CONV", 20, int)
+# One address may be an office behind NAT: a few dozen customers typing at once.
+MESSAGES_PER_MINUTE_PER_IP = get_from_env("CHAT_MESSAGES_PER_MINUTE_PER_IP", 120, int)
+# Open sockets per address: several tabs for each of a few dozen people behind one NAT.
+CONNECTIONS_PER_IP = get_from_env("CHAT_CONNECTIONS_PER_IP", 50, int)
+# A connection counter whose process died never gets its decrement: let it expire.
+CONNECTION_COUNTER_TTL_S = 3600
+
+# The holding reply must reach the customer inside the SLA: it is sent this long before the
+# deadline if no token has arrived (covers FAQ suggestion lookup + send on a loaded box).
+HOLDING_REPLY_MARGIN_MS = get_from_env("CHAT_HOLDING_REPLY_MARGIN_MS", 80, int)
+# After the holding reply the answer still follows; past this we give up and say so.
+ANSWER_TIMEOUT_S = get_from_env("CHAT_ANSWER_TIMEOUT_S", 60.0, float)
+# A customer whose socket dropped usually comes back within seconds (reload, flaky network);
+# only when nobody is connected to the conversation after this do we cancel its generation.
+CANCEL_GRACE_S = get_from_env("CHAT_CANCEL_GRACE_S", 15.0, float)
+CANCEL_KEY_TTL_S = 600  # longer than any request can live in a worker
+
+# Answers from the model are short support replies: bounded cost and latency per message.
+MAX_NEW_TOKENS = get_from_env("CHAT_MAX_NEW_TOKENS", 96, int)
+# How much of the conversation goes into the prompt (the prompt builder trims further).
+PROMPT_HISTORY_TURNS = 6
+# FAQ entries offered as grounding to the model and as suggestions in a holding reply.
+SUGGESTION_COUNT = 3
+# Quick-reply buttons shown when the widget opens.
+QUICK_REPLY_COUNT = 4

@@ -1,0 +1,481 @@
+"""The websocket consumer at /ws/chat/: one socket per widget, protocol v1 (docs/protocol.md).
+
+Per customer message: validate, rate-limit, persist, ack, look up the cache; a hit is sent whole,
+a miss becomes an inference task whose stream arrives as channel-layer group messages (handled
+by the methods named after their type: `answer_start`, `answer_delta`, ...) and is relayed.
+A holding reply goes out inside the SLA when no token has come by then. Every client error is
+`{type: "error", code, message}` and the socket stays open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+
+from chatplatform import metrics
+from chatplatform.chat import answering, config, limits, store
+from chatplatform.chat.protocol import (
+    ChatMessage,
+    ClientCommand,
+    ErrorCode,
+    Feedback,
+    Handoff,
+    Hello,
+    Ping,
+    ProtocolError,
+    ServerType,
+    error_frame,
+    parse_client_frame,
+)
+from inference.contracts import InferenceResult, conversation_group
+
+logger = logging.getLogger(__name__)
+
+# Close code for refusing a socket outright (private range 4000-4999; mirrors HTTP 429).
+CLOSE_TOO_MANY_CONNECTIONS = 4429
+# Background tasks that must outlive the consumer (cancellation after the grace period).
+_background: set[asyncio.Task[None]] = set()
+
+
+@dataclass
+class PendingAnswer:
+    """A model answer this socket asked for and is still waiting on."""
+
+    message_id: str
+    client_message_id: str
+    question: str
+    arrival: float  # unix seconds
+    received_at: datetime
+    suggestions: list[answering.Suggestion]
+    first_text_at: float | None = None
+    holding_sent: bool = False
+    timers: list[asyncio.Task[None]] = field(default_factory=list)
+
+
+class ChatConsumer(AsyncWebsocketConsumer):
+    async def connect(self) -> None:
+        self.client_ip: str = (self.scope.get("client") or ["unknown"])[0] or "unknown"
+        self.site: store.SiteInfo | None = None
+        self.conversation_id: str | None = None
+        self.turns: list[tuple[str, str]] = []  # recent (role, text), oldest first
+        self.pending: dict[str, PendingAnswer] = {}
+        self.delivered: set[str] = set()  # answer ids this socket has sent whole
+        self.counted = False
+        await self.accept()
+        if not await limits.open_connection(self.client_ip):
+            await self.send_error(
+                ErrorCode.TOO_MANY_CONNECTIONS, "Too many open chats from your network."
+            )
+            await self.close(code=CLOSE_TOO_MANY_CONNECTIONS)
+            return
+        self.counted = True
+        metrics.connection_opened()
+
+    async def disconnect(self, code: int) -> None:
+        if not self.counted:
+            return
+        metrics.connection_closed()
+        await limits.close_connection(self.client_ip)
+        if self.conversation_id is not None:
+            await self.channel_layer.group_discard(
+                conversation_group(self.conversation_id), self.channel_name
+            )
+            await limits.leave_conversation(self.conversation_id)
+            for pending in self.pending.values():
+                for timer in pending.timers:
+                    timer.cancel()
+            if self.pending:
+                task = asyncio.create_task(
+                    _cancel_if_abandoned(self.conversation_id, list(self.pending))
+                )
+                _background.add(task)
+                task.add_done_callback(_background.discard)
+
+    # --- client frames ------------------------------------------------------------------------
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        arrival = time.time()
+        try:
+            if text_data is None:
+                raise ProtocolError(
+                    ErrorCode.BINARY_NOT_SUPPORTED, "Binary frames are not accepted; send JSON."
+                )
+            await self.handle(parse_client_frame(text_data), arrival)
+        except ProtocolError as error:
+            metrics.rejected(error.code.value)
+            await self.send_json(error.frame())
+        except Exception:
+            # The socket must stay usable whatever went wrong on our side; log it loudly.
+            logger.exception("chat: failed to handle a frame")
+            await self.send_error(ErrorCode.INTERNAL, "Something went wrong on our side; retry.")
+
+    async def handle(self, command: ClientCommand, arrival: float) -> None:
+        if isinstance(command, Ping):
+            await self.send_json({"type": ServerType.PONG.value})
+        elif isinstance(command, Hello):
+            await self.hello(command)
+        elif self.site is None or self.conversation_id is None:
+            raise ProtocolError(ErrorCode.HELLO_REQUIRED, "Say hello with your site key first.")
+        elif isinstance(command, ChatMessage):
+            await self.message(command, arrival)
+        elif isinstance(command, Feedback):
+            await self.feedback(command)
+        elif isinstance(command, Handoff):
+            await database_sync_to_async(store.request_handoff)(self.conversation_id)
+            await self.send_json({"type": ServerType.HANDOFF_OK.value})
+
+    async def hello(self, hello: Hello) -> None:
+        if self.conversation_id is not None:
+            raise ProtocolError(ErrorCode.ALREADY_HELLO, "This socket already joined a chat.")
+        site = await database_sync_to_async(store.find_site)(hello.site_key)
+        if site is None:
+            raise ProtocolError(ErrorCode.UNKNOWN_SITE, "No active site has this widget key.")
+        if not site.allows_origin(self.origin()):
+            raise ProtocolError(
+                ErrorCode.ORIGIN_NOT_ALLOWED, "This site does not allow the widget on this page."
+            )
+        conversation_id, resumed = await database_sync_to_async(store.open_conversation)(
+            site.id, hello.conversation_id, hello.visitor_id, self.client_ip
+        )
+        self.site, self.conversation_id = site, conversation_id
+        await self.channel_layer.group_add(conversation_group(conversation_id), self.channel_name)
+        await limits.join_conversation(conversation_id)
+        replies, missed = await database_sync_to_async(_welcome_data)(
+            site.id, conversation_id, resumed
+        )
+        await self.send_json(
+            {
+                "type": ServerType.WELCOME.value,
+                "v": config.PROTOCOL_VERSION,
+                "conversation_id": conversation_id,
+                "resumed": resumed,
+                "greeting": site.greeting,
+                "quick_replies": replies,
+                "sla_ms": site.sla_ms,
+                "max_message_chars": config.MAX_MESSAGE_CHARS,
+            }
+        )
+        if resumed:
+            self.turns = await database_sync_to_async(store.conversation_turns)(
+                conversation_id, config.PROMPT_HISTORY_TURNS
+            )
+            for frame in missed:
+                await self.deliver_whole(frame)
+
+    async def message(self, message: ChatMessage, arrival: float) -> None:
+        assert self.site is not None and self.conversation_id is not None
+        broken = await limits.allow_message(self.conversation_id, self.client_ip)
+        if broken is not None:
+            raise ProtocolError(
+                ErrorCode.RATE_LIMITED,
+                "You are sending messages too quickly; wait a minute and try again.",
+                message.client_message_id,
+            )
+        received_at = datetime.fromtimestamp(arrival, tz=UTC)
+        message_id, created = await database_sync_to_async(store.save_customer_message)(
+            self.site.id, self.conversation_id, message.client_message_id, message.text, received_at
+        )
+        await self.send_json(
+            {
+                "type": ServerType.ACK.value,
+                "client_message_id": message.client_message_id,
+                "message_id": message_id,
+                "duplicate": not created,
+            }
+        )
+        if not created:
+            # A resend after a reconnect: its answer is finished (send it) or still coming.
+            frame = await database_sync_to_async(store.stored_answer)(
+                store.reply_id_for(message_id)
+            )
+            if frame is not None:
+                await self.deliver_whole(frame)
+            return
+        history = [text for role, text in self.turns if role == "user"]
+        self.turns.append(("user", message.text))
+        if self.site.cache_enabled:
+            result = await answering.lookup(
+                self.site.id, message.text, self.conversation_id, history
+            )
+            metrics.cache_lookup(result.tier, result.hit)
+            if result.hit:
+                await self.answer_from_cache(message_id, received_at, arrival, result)
+                return
+        await self.ask_model(message, message_id, received_at, arrival)
+
+    async def answer_from_cache(
+        self, message_id: str, received_at: datetime, arrival: float, result: Any
+    ) -> None:
+        assert self.site is not None and self.conversation_id is not None
+        reply_id = store.reply_id_for(message_id)
+        server_ms = answering.ms_since(arrival)
+        source = "faq" if result.faq_id is not None else "cache"
+        await self.send_json(
+            {
+                "type": ServerType.ANSWER.value,
+                "message_id": reply_id,
+                "reply_to": message_id,
+                "text": result.answer,
+                "source": source,
+                "ttft_ms": round(server_ms, 2),
+                "total_ms": round(server_ms, 2),
+            }
+        )
+        self.delivered.add(reply_id)
+        self.turns.append(("assistant", result.answer))
+        metrics.message_answered(source, server_ms, server_ms, server_ms <= self.site.sla_ms)
+        await database_sync_to_async(store.save_cached_answer)(
+            self.site.id,
+            self.conversation_id,
+            message_id,
+            received_at,
+            result.answer,
+            result.faq_id,
+            result.entry_id,
+            result.confidence,
+            server_ms,
+            self.site.sla_ms,
+        )
+
+    async def ask_model(
+        self, message: ChatMessage, message_id: str, received_at: datetime, arrival: float
+    ) -> None:
+        assert self.site is not None and self.conversation_id is not None
+        found = await answering.suggestions(self.site.id, message.text)
+        await database_sync_to_async(store.create_pending_reply)(
+            self.site.id, self.conversation_id, message_id, received_at
+        )
+        pending = PendingAnswer(
+            message_id=message_id,
+            client_message_id=message.client_message_id,
+            question=message.text,
+            arrival=arrival,
+            received_at=received_at,
+            suggestions=found,
+        )
+        self.pending[message_id] = pending
+        request = answering.inference_request(
+            conversation_id=self.conversation_id,
+            message_id=message_id,
+            site_id=self.site.id,
+            instructions=self.site.instructions,
+            grounding=found,
+            history=self.turns[-config.PROMPT_HISTORY_TURNS - 1 : -1],
+            question=message.text,
+            arrival=arrival,
+            sla_ms=self.site.sla_ms,
+        )
+        await answering.send_inference(request)
+        holding_at = (self.site.sla_ms - config.HOLDING_REPLY_MARGIN_MS) / 1000.0
+        pending.timers = [
+            asyncio.create_task(self._holding_after(message_id, arrival + holding_at)),
+            asyncio.create_task(self._timeout_after(message_id, arrival + config.ANSWER_TIMEOUT_S)),
+        ]
+
+    async def feedback(self, feedback: Feedback) -> None:
+        assert self.conversation_id is not None
+        found, entry_id = await database_sync_to_async(store.record_feedback)(
+            self.conversation_id, feedback.message_id, feedback.positive
+        )
+        if not found:
+            raise ProtocolError(ErrorCode.UNKNOWN_MESSAGE, "No answer with this id in this chat.")
+        if entry_id:
+            cache = await answering.get_cache()
+            await asyncio.to_thread(cache.record_feedback, entry_id, feedback.positive)
+        await self.send_json(
+            {"type": ServerType.FEEDBACK_OK.value, "message_id": feedback.message_id}
+        )
+
+    # --- the SLA guard ------------------------------------------------------------------------
+
+    async def _holding_after(self, message_id: str, at: float) -> None:
+        await asyncio.sleep(max(0.0, at - time.time()))
+        await self.send_holding(message_id)
+
+    async def _timeout_after(self, message_id: str, at: float) -> None:
+        await asyncio.sleep(max(0.0, at - time.time()))
+        if message_id in self.pending:
+            await self.fail(message_id, ErrorCode.ANSWER_TIMEOUT, "The answer took too long.")
+
+    async def send_holding(self, message_id: str) -> None:
+        """Honest holding reply (with the nearest FAQ answers) if no answer text went out yet."""
+        pending = self.pending.get(message_id)
+        if pending is None or pending.holding_sent or pending.first_text_at is not None:
+            return
+        assert self.site is not None and self.conversation_id is not None
+        pending.holding_sent = True
+        text = answering.holding_text(pending.suggestions)
+        server_ms = answering.ms_since(pending.arrival)
+        await self.send_json(
+            {
+                "type": ServerType.HOLDING.value,
+                "message_id": store.reply_id_for(message_id, "holding"),
+                "reply_to": message_id,
+                "text": text,
+                "suggestions": [s.as_dict() for s in pending.suggestions],
+                "ttft_ms": round(server_ms, 2),
+            }
+        )
+        metrics.message_answered("fallback", server_ms, server_ms, server_ms <= self.site.sla_ms)
+        await database_sync_to_async(store.save_holding_reply)(
+            self.site.id,
+            self.conversation_id,
+            message_id,
+            pending.received_at,
+            text,
+            server_ms,
+            self.site.sla_ms,
+        )
+
+    async def fail(self, message_id: str, code: ErrorCode, message: str) -> None:
+        """The model answer will not come: say so (with suggestions) and close the records."""
+        pending = self.pending.get(message_id)
+        if pending is not None:
+            await self.send_holding(message_id)
+            self.forget(message_id)
+        ref = pending.client_message_id if pending is not None else None
+        frame = error_frame(code, f"{message} {answering.UNAVAILABLE_TEXT}", ref)
+        await self.send_json({**frame, "reply_to": message_id})
+        await database_sync_to_async(store.fail_reply)(message_id)
+
+    def forget(self, message_id: str) -> None:
+        pending = self.pending.pop(message_id, None)
+        if pending is not None:
+            for timer in pending.timers:
+                if timer is not asyncio.current_task():
+                    timer.cancel()
+
+    # --- stream events from inference workers (channel-layer group messages) ------------------
+
+    async def answer_start(self, event: dict[str, Any]) -> None:
+        message_id = event["message_id"]
+        await self.send_json(
+            {
+                "type": ServerType.ANSWER_START.value,
+                "message_id": store.reply_id_for(message_id),
+                "reply_to": message_id,
+            }
+        )
+
+    async def answer_delayed(self, event: dict[str, Any]) -> None:
+        await self.send_holding(event["message_id"])
+
+    async def answer_delta(self, event: dict[str, Any]) -> None:
+        message_id = event["message_id"]
+        pending = self.pending.get(message_id)
+        if pending is not None and pending.first_text_at is None:
+            pending.first_text_at = time.time()
+        await self.send_json(
+            {
+                "type": ServerType.ANSWER_DELTA.value,
+                "message_id": store.reply_id_for(message_id),
+                "reply_to": message_id,
+                "text": event.get("text", ""),
+            }
+        )
+
+    async def answer_end(self, event: dict[str, Any]) -> None:
+        result = InferenceResult.from_dict(event["result"])
+        message_id = result.message_id
+        if not result.text:
+            if message_id in self.pending:
+                await self.fail(message_id, ErrorCode.ANSWER_FAILED, "The model gave no answer.")
+            return
+        reply_id = store.reply_id_for(message_id)
+        pending = self.pending.get(message_id)
+        ttft_ms, total_ms = result.ttft_ms, result.total_ms
+        if pending is not None:
+            # What the customer saw, measured here: arrival -> first text sent, -> end sent.
+            total_ms = answering.ms_since(pending.arrival)
+            first = pending.first_text_at or time.time()
+            ttft_ms = (first - pending.arrival) * 1000.0
+        await self.send_json(
+            {
+                "type": ServerType.ANSWER_END.value,
+                "message_id": reply_id,
+                "reply_to": message_id,
+                "text": result.text,
+                "source": "llm",
+                "finish_reason": result.finish_reason,
+                "ttft_ms": None if ttft_ms is None else round(ttft_ms, 2),
+                "total_ms": round(total_ms, 2),
+            }
+        )
+        self.delivered.add(reply_id)
+        self.turns.append(("assistant", result.text))
+        if pending is not None and self.site is not None:
+            self.forget(message_id)
+            sla_met = ttft_ms is not None and ttft_ms <= self.site.sla_ms
+            metrics.message_answered("llm", ttft_ms, total_ms, sla_met)
+        await database_sync_to_async(store.mark_delivered)(reply_id)
+
+    async def answer_refused(self, event: dict[str, Any]) -> None:
+        await self._worker_failed(event, ErrorCode.MODEL_UNAVAILABLE)
+
+    async def answer_error(self, event: dict[str, Any]) -> None:
+        await self._worker_failed(event, ErrorCode.ANSWER_FAILED)
+
+    async def _worker_failed(self, event: dict[str, Any], code: ErrorCode) -> None:
+        message_id = event["message_id"]
+        if message_id not in self.pending:
+            return  # another socket of this conversation asked; it reports the failure
+        logger.warning("chat: answer to %s failed: %s", message_id, event)
+        await self.fail(message_id, code, "The assistant could not answer.")
+
+    async def answer_stored(self, event: dict[str, Any]) -> None:
+        """The finalize task persisted an answer: deliver it if this socket missed its stream."""
+        reply_id = event["reply_id"]
+        if reply_id in self.delivered:
+            return
+        frame = await database_sync_to_async(store.stored_answer)(reply_id)
+        if frame is not None:
+            self.forget(str(frame["reply_to"]))
+            await self.deliver_whole(frame)
+
+    # --- sending ------------------------------------------------------------------------------
+
+    async def deliver_whole(self, frame: dict[str, Any]) -> None:
+        """Send a stored, finished answer whole and record that the customer has it."""
+        reply_id = str(frame["message_id"])
+        await self.send_json(frame)
+        self.delivered.add(reply_id)
+        await database_sync_to_async(store.mark_delivered)(reply_id)
+
+    async def send_json(self, frame: dict[str, Any]) -> None:
+        await self.send(text_data=json.dumps(frame, ensure_ascii=False))
+
+    async def send_error(self, code: ErrorCode, message: str) -> None:
+        metrics.rejected(code.value)
+        await self.send_json(error_frame(code, message))
+
+    def origin(self) -> str | None:
+        for name, value in self.scope.get("headers", []):
+            if name == b"origin":
+                return value.decode("latin-1")
+        return None
+
+
+def _welcome_data(
+    site_id: int, conversation_id: str, resumed: bool
+) -> tuple[list[dict[str, object]], list[dict[str, object]]]:
+    """Quick replies, and the answers a returning customer missed (one DB round trip)."""
+    replies = store.quick_replies(site_id, config.QUICK_REPLY_COUNT)
+    missed = store.undelivered_answers(conversation_id) if resumed else []
+    return replies, missed
+
+
+async def _cancel_if_abandoned(conversation_id: str, message_ids: list[str]) -> None:
+    """After the grace period, stop generating answers nobody is connected to receive."""
+    await asyncio.sleep(config.CANCEL_GRACE_S)
+    if await limits.someone_present(conversation_id):
+        return
+    for message_id in message_ids:
+        await limits.request_cancel(message_id)

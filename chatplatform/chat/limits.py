@@ -1,0 +1,104 @@
+"""Redis-backed rate limits and connection counters, shared by every web process.
+
+Fixed one-minute windows (INCR + EXPIRE in one pipeline): simple, one round trip, and a burst of
+twice the limit across a window boundary is acceptable for abuse protection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import weakref
+
+import redis.asyncio as aioredis
+from django.conf import settings
+
+from chatplatform.chat import config
+
+WINDOW_S = 60
+_KEY_PREFIX = "chat:limit"
+
+# An asyncio client belongs to the event loop it was made on: one per loop (a server has one;
+# a test session may run several).
+_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aioredis.Redis] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def redis_client() -> aioredis.Redis:
+    """The async Redis client (connection pool) of the running event loop."""
+    loop = asyncio.get_running_loop()
+    client = _clients.get(loop)
+    if client is None:
+        client = aioredis.Redis.from_url(settings.REDIS_URL)
+        _clients[loop] = client
+    return client
+
+
+async def _hit(key: str, limit: int) -> bool:
+    """Count one event in the current window; True while the count is within `limit`."""
+    window = int(time.time()) // WINDOW_S
+    full_key = f"{_KEY_PREFIX}:{key}:{window}"
+    async with redis_client().pipeline(transaction=True) as pipe:
+        pipe.incr(full_key)
+        pipe.expire(full_key, WINDOW_S * 2)
+        count, _ = await pipe.execute()
+    return int(count) <= limit
+
+
+async def allow_message(conversation_id: str, client_ip: str) -> str | None:
+    """None when this message may go on; otherwise which limit it broke ("conversation"/"ip")."""
+    if not await _hit(f"conv:{conversation_id}", config.MESSAGES_PER_MINUTE_PER_CONVERSATION):
+        return "conversation"
+    if not await _hit(f"ip:{client_ip}", config.MESSAGES_PER_MINUTE_PER_IP):
+        return "ip"
+    return None
+
+
+def _connections_key(client_ip: str) -> str:
+    return f"chat:connections:{client_ip}"
+
+
+async def open_connection(client_ip: str) -> bool:
+    """Count a new socket from `client_ip`; False (and not counted) when over the limit."""
+    key = _connections_key(client_ip)
+    async with redis_client().pipeline(transaction=True) as pipe:
+        pipe.incr(key)
+        pipe.expire(key, config.CONNECTION_COUNTER_TTL_S)
+        count, _ = await pipe.execute()
+    if int(count) > config.CONNECTIONS_PER_IP:
+        await redis_client().decr(key)
+        return False
+    return True
+
+
+async def close_connection(client_ip: str) -> None:
+    await redis_client().decr(_connections_key(client_ip))
+
+
+def _presence_key(conversation_id: str) -> str:
+    return f"chat:presence:{conversation_id}"
+
+
+async def join_conversation(conversation_id: str) -> None:
+    """Count a live socket on the conversation (used to decide whether to cancel generation)."""
+    key = _presence_key(conversation_id)
+    async with redis_client().pipeline(transaction=True) as pipe:
+        pipe.incr(key)
+        pipe.expire(key, config.CONNECTION_COUNTER_TTL_S)
+        await pipe.execute()
+
+
+async def leave_conversation(conversation_id: str) -> None:
+    await redis_client().decr(_presence_key(conversation_id))
+
+
+async def someone_present(conversation_id: str) -> bool:
+    value = await redis_client().get(_presence_key(conversation_id))
+    return value is not None and int(value) > 0
+
+
+async def request_cancel(message_id: str) -> None:
+    from inference.contracts import cancel_key
+
+    await redis_client().set(cancel_key(message_id), "1", ex=config.CANCEL_KEY_TTL_S)

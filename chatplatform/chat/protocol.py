@@ -1,0 +1,218 @@
+"""The websocket protocol (version 1): message types, error codes and client-frame validation.
+
+docs/protocol.md is the prose description; this module is the one place where type names and
+error codes are spelled. `parse_client_frame` turns raw text into a typed command or raises
+`ProtocolError(code, message)`; nothing the client sends reaches the consumer unvalidated.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from chatplatform.chat import config
+
+
+class ClientType(StrEnum):
+    HELLO = "hello"
+    MESSAGE = "message"
+    FEEDBACK = "feedback"
+    HANDOFF = "handoff"
+    PING = "ping"
+
+
+class ServerType(StrEnum):
+    WELCOME = "welcome"
+    ACK = "ack"
+    ANSWER = "answer"  # a whole answer at once (cache, or a finished answer on resume)
+    ANSWER_START = "answer.start"
+    ANSWER_DELTA = "answer.delta"
+    ANSWER_END = "answer.end"
+    HOLDING = "holding"  # honest holding reply inside the SLA; the model's answer follows
+    FEEDBACK_OK = "feedback.ok"
+    HANDOFF_OK = "handoff.ok"
+    PONG = "pong"
+    ERROR = "error"
+
+
+class ErrorCode(StrEnum):
+    BAD_JSON = "bad_json"
+    BINARY_NOT_SUPPORTED = "binary_not_supported"
+    FRAME_TOO_LARGE = "frame_too_large"
+    UNKNOWN_TYPE = "unknown_type"
+    BAD_FIELD = "bad_field"
+    UNSUPPORTED_VERSION = "unsupported_version"
+    HELLO_REQUIRED = "hello_required"
+    ALREADY_HELLO = "already_hello"
+    UNKNOWN_SITE = "unknown_site"
+    ORIGIN_NOT_ALLOWED = "origin_not_allowed"
+    UNKNOWN_MESSAGE = "unknown_message"
+    EMPTY_MESSAGE = "empty_message"
+    MESSAGE_TOO_LONG = "message_too_long"
+    RATE_LIMITED = "rate_limited"
+    TOO_MANY_CONNECTIONS = "too_many_connections"
+    MODEL_UNAVAILABLE = "model_unavailable"
+    ANSWER_FAILED = "answer_failed"
+    ANSWER_TIMEOUT = "answer_timeout"
+    INTERNAL = "internal_error"
+
+
+class ProtocolError(Exception):
+    """A client-facing error: a stable code plus a human message (and the frame it concerns)."""
+
+    def __init__(self, code: ErrorCode, message: str, ref: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.ref = ref
+
+    def frame(self) -> dict[str, Any]:
+        return error_frame(self.code, self.message, self.ref)
+
+
+def error_frame(code: ErrorCode, message: str, ref: str | None = None) -> dict[str, Any]:
+    frame: dict[str, Any] = {"type": ServerType.ERROR.value, "code": code.value, "message": message}
+    if ref is not None:
+        frame["ref"] = ref
+    return frame
+
+
+@dataclass(frozen=True)
+class Hello:
+    site_key: str
+    conversation_id: str | None
+    visitor_id: str
+
+
+@dataclass(frozen=True)
+class ChatMessage:
+    client_message_id: str
+    text: str
+
+
+@dataclass(frozen=True)
+class Feedback:
+    message_id: str
+    positive: bool
+
+
+@dataclass(frozen=True)
+class Handoff:
+    pass
+
+
+@dataclass(frozen=True)
+class Ping:
+    pass
+
+
+ClientCommand = Hello | ChatMessage | Feedback | Handoff | Ping
+
+# Client-chosen ids: short and boring, so they are safe in logs, keys and the database column.
+_CLIENT_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+# Control characters other than tab/newline never belong in a chat message.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def parse_client_frame(text: str) -> ClientCommand:
+    """Validate one text frame and return the command it carries."""
+    if len(text.encode("utf-8", "surrogatepass")) > config.MAX_FRAME_BYTES:
+        raise ProtocolError(
+            ErrorCode.FRAME_TOO_LARGE, f"Frames are limited to {config.MAX_FRAME_BYTES} bytes."
+        )
+    try:
+        data = json.loads(text)
+    except ValueError:
+        raise ProtocolError(ErrorCode.BAD_JSON, "Frames must be JSON objects.") from None
+    if not isinstance(data, dict):
+        raise ProtocolError(ErrorCode.BAD_JSON, "Frames must be JSON objects.")
+    kind = data.get("type")
+    parsers = {
+        ClientType.HELLO: _parse_hello,
+        ClientType.MESSAGE: _parse_message,
+        ClientType.FEEDBACK: _parse_feedback,
+        ClientType.HANDOFF: lambda _: Handoff(),
+        ClientType.PING: lambda _: Ping(),
+    }
+    if not isinstance(kind, str) or kind not in parsers:
+        known = ", ".join(t.value for t in ClientType)
+        raise ProtocolError(ErrorCode.UNKNOWN_TYPE, f"Unknown type; expected one of {known}.")
+    return parsers[ClientType(kind)](data)
+
+
+def _parse_hello(data: dict[str, Any]) -> Hello:
+    version = data.get("v", config.PROTOCOL_VERSION)
+    if version != config.PROTOCOL_VERSION:
+        raise ProtocolError(
+            ErrorCode.UNSUPPORTED_VERSION,
+            f"This server speaks protocol version {config.PROTOCOL_VERSION}.",
+        )
+    site_key = _string(data, "site_key", max_len=64)
+    conversation_id = data.get("conversation_id")
+    if conversation_id is not None:
+        conversation_id = _uuid(conversation_id, "conversation_id")
+    visitor_id = data.get("visitor_id") or ""
+    if visitor_id and not _is_client_id(visitor_id):
+        raise ProtocolError(ErrorCode.BAD_FIELD, "visitor_id must be 1-64 letters, digits or _.:-")
+    return Hello(site_key=site_key, conversation_id=conversation_id, visitor_id=visitor_id)
+
+
+def _parse_message(data: dict[str, Any]) -> ChatMessage:
+    client_message_id = data.get("client_message_id")
+    if not _is_client_id(client_message_id):
+        raise ProtocolError(
+            ErrorCode.BAD_FIELD, "client_message_id must be 1-64 letters, digits or _.:-"
+        )
+    text = data.get("text")
+    if not isinstance(text, str):
+        raise ProtocolError(ErrorCode.BAD_FIELD, "text must be a string.", client_message_id)
+    text = _CONTROL.sub("", text).strip()
+    if not text:
+        raise ProtocolError(ErrorCode.EMPTY_MESSAGE, "The message is empty.", client_message_id)
+    if len(text) > config.MAX_MESSAGE_CHARS:
+        raise ProtocolError(
+            ErrorCode.MESSAGE_TOO_LONG,
+            f"Messages are limited to {config.MAX_MESSAGE_CHARS} characters.",
+            client_message_id,
+        )
+    if _has_lone_surrogate(text):
+        raise ProtocolError(ErrorCode.BAD_FIELD, "text is not valid Unicode.", client_message_id)
+    return ChatMessage(client_message_id=client_message_id, text=text)
+
+
+def _parse_feedback(data: dict[str, Any]) -> Feedback:
+    message_id = _uuid(data.get("message_id"), "message_id")
+    value = data.get("value")
+    if value not in ("up", "down"):
+        raise ProtocolError(ErrorCode.BAD_FIELD, 'value must be "up" or "down".')
+    return Feedback(message_id=message_id, positive=value == "up")
+
+
+def _string(data: dict[str, Any], name: str, max_len: int) -> str:
+    value = data.get(name)
+    if not isinstance(value, str) or not value or len(value) > max_len:
+        raise ProtocolError(ErrorCode.BAD_FIELD, f"{name} must be a non-empty string.")
+    return value
+
+
+def _uuid(value: Any, name: str) -> str:
+    try:
+        return str(uuid.UUID(str(value)))
+    except ValueError:
+        raise ProtocolError(ErrorCode.BAD_FIELD, f"{name} must be a UUID.") from None
+
+
+def _is_client_id(value: Any) -> bool:
+    return isinstance(value, str) and _CLIENT_ID.match(value) is not None
+
+
+def _has_lone_surrogate(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False

@@ -1,0 +1,303 @@
+"""Database helpers of the chat: small synchronous functions, each one job.
+
+The consumer calls them through `database_sync_to_async`; the CPU-queue task calls them
+directly. Every answer row is created with a deterministic id derived from the customer's
+message (`reply_id_for`), so the consumer, other tabs of the same conversation and the finalize
+task all name the same row without passing ids around, and a redelivered task finds it again.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.db import IntegrityError, transaction
+from django.db.models import Count, Q
+from django.utils import timezone
+
+from chatplatform.conversations.models import Conversation, Message
+from chatplatform.faq.models import FAQ
+from chatplatform.tenants.models import Site
+
+# Namespace of answer ids: uuid5(namespace, customer message id + kind).
+_REPLY_NAMESPACE = uuid.UUID("5b0d7c52-6a0e-4f8e-9a37-2f6f3c1b9e10")
+
+
+def reply_id_for(message_id: str, kind: str = "answer") -> str:
+    """The id of the answer (`kind="answer"`) or holding reply (`"holding"`) to a message."""
+    return str(uuid.uuid5(_REPLY_NAMESPACE, f"{message_id}:{kind}"))
+
+
+@dataclass(frozen=True)
+class SiteInfo:
+    """What the consumer needs of a site, read once per connection."""
+
+    id: int
+    name: str
+    greeting: str
+    instructions: str
+    sla_ms: int
+    cache_enabled: bool
+    allowed_origins: frozenset[str]
+
+    def allows_origin(self, origin: str | None) -> bool:
+        return bool(origin) and origin.rstrip("/").lower() in self.allowed_origins
+
+
+def find_site(widget_key: str) -> SiteInfo | None:
+    site = Site.objects.filter(widget_key=widget_key, is_active=True).first()
+    if site is None:
+        return None
+    return SiteInfo(
+        id=site.pk,
+        name=site.name,
+        greeting=site.greeting,
+        instructions=site.instructions(),
+        sla_ms=site.sla_ms,
+        cache_enabled=site.cache_enabled,
+        allowed_origins=frozenset(site.normalized_origins()),
+    )
+
+
+def open_conversation(
+    site_id: int, conversation_id: str | None, visitor_id: str, client_ip: str | None
+) -> tuple[str, bool]:
+    """Resume the site's conversation `conversation_id` or start a new one.
+
+    Returns (conversation id, resumed). An unknown id, or one of another site, starts a new
+    conversation: the widget simply kept a stale id, and another site's history is never shown.
+    """
+    if conversation_id is not None:
+        exists = Conversation.objects.filter(pk=conversation_id, site_id=site_id).exists()
+        if exists:
+            return conversation_id, True
+    conversation = Conversation.objects.create(
+        site_id=site_id, visitor_id=visitor_id or uuid.uuid4().hex, client_ip=client_ip
+    )
+    return str(conversation.pk), False
+
+
+def quick_replies(site_id: int, count: int) -> list[dict[str, object]]:
+    """The site's most-answered active FAQs (then the oldest), for quick-reply buttons."""
+    faqs = (
+        FAQ.objects.filter(site_id=site_id, is_active=True)
+        .annotate(served=Count("message", filter=Q(message__role=Message.Role.ASSISTANT)))
+        .order_by("-served", "id")[:count]
+    )
+    return [{"faq_id": faq.pk, "question": faq.question} for faq in faqs]
+
+
+def save_customer_message(
+    site_id: int, conversation_id: str, client_message_id: str, text: str, received_at: datetime
+) -> tuple[str, bool]:
+    """Persist the customer's message; returns (message id, created).
+
+    A client that resends the same `client_message_id` (after a reconnect) gets the existing
+    message back with created=False, so a message is never processed twice.
+    """
+    try:
+        with transaction.atomic():
+            message = Message.objects.create(
+                site_id=site_id,
+                conversation_id=conversation_id,
+                role=Message.Role.CUSTOMER,
+                text=text,
+                state=Message.State.PENDING,
+                client_message_id=client_message_id,
+                received_at=received_at,
+            )
+            Conversation.objects.filter(pk=conversation_id).update(last_activity_at=received_at)
+    except IntegrityError:
+        existing = Message.objects.get(
+            conversation_id=conversation_id, client_message_id=client_message_id
+        )
+        return str(existing.pk), False
+    return str(message.pk), True
+
+
+def conversation_turns(conversation_id: str, limit: int) -> list[tuple[str, str]]:
+    """The last `limit` (role, text) turns, oldest first, as the prompt builder takes them.
+
+    An answer shares its question's `received_at`; ordering by role breaks the tie so that
+    ("assistant" < "customer") the question comes first once the list is reversed.
+    """
+    rows = (
+        Message.objects.filter(conversation_id=conversation_id)
+        .exclude(source=Message.Source.FALLBACK)
+        .exclude(text="")
+        .order_by("-received_at", "role")
+        .values_list("role", "text")[:limit]
+    )
+    turns = [("user" if role == Message.Role.CUSTOMER else "assistant", t) for role, t in rows]
+    return turns[::-1]
+
+
+def save_cached_answer(
+    site_id: int,
+    conversation_id: str,
+    message_id: str,
+    received_at: datetime,
+    answer: str,
+    faq_id: int | None,
+    entry_id: str | None,
+    confidence: float,
+    server_ms: float,
+    sla_ms: int,
+) -> str:
+    """Persist a cache answer already sent to the customer (server time = its TTFT and total)."""
+    reply_id = reply_id_for(message_id)
+    now = timezone.now()
+    with transaction.atomic():
+        Message.objects.create(
+            id=reply_id,
+            site_id=site_id,
+            conversation_id=conversation_id,
+            role=Message.Role.ASSISTANT,
+            text=answer,
+            source=Message.Source.FAQ if faq_id is not None else Message.Source.CACHE,
+            state=Message.State.DONE,
+            in_reply_to_id=message_id,
+            received_at=received_at,
+            first_token_at=now,
+            completed_at=now,
+            ttft_ms=server_ms,
+            total_ms=server_ms,
+            sla_met=server_ms <= sla_ms,
+            faq_id=faq_id,
+            cache_entry_id=entry_id or "",
+            cache_confidence=confidence,
+            delivered=True,
+        )
+        Message.objects.filter(pk=message_id).update(state=Message.State.DONE)
+    return reply_id
+
+
+def create_pending_reply(
+    site_id: int, conversation_id: str, message_id: str, received_at: datetime
+) -> str:
+    """The model answer's row, created before the task is sent so every later step finds it."""
+    reply_id = reply_id_for(message_id)
+    Message.objects.get_or_create(
+        id=reply_id,
+        defaults={
+            "site_id": site_id,
+            "conversation_id": conversation_id,
+            "role": Message.Role.ASSISTANT,
+            "source": Message.Source.LLM,
+            "state": Message.State.PENDING,
+            "in_reply_to_id": message_id,
+            "received_at": received_at,
+        },
+    )
+    return reply_id
+
+
+def save_holding_reply(
+    site_id: int,
+    conversation_id: str,
+    message_id: str,
+    received_at: datetime,
+    text: str,
+    server_ms: float,
+    sla_ms: int,
+) -> str:
+    """Persist the holding reply already sent (its own record: source fallback)."""
+    reply_id = reply_id_for(message_id, "holding")
+    now = timezone.now()
+    Message.objects.get_or_create(
+        id=reply_id,
+        defaults={
+            "site_id": site_id,
+            "conversation_id": conversation_id,
+            "role": Message.Role.ASSISTANT,
+            "text": text,
+            "source": Message.Source.FALLBACK,
+            "state": Message.State.DONE,
+            "in_reply_to_id": message_id,
+            "received_at": received_at,
+            "first_token_at": now,
+            "completed_at": now,
+            "ttft_ms": server_ms,
+            "total_ms": server_ms,
+            "sla_met": server_ms <= sla_ms,
+            "delivered": True,
+        },
+    )
+    return reply_id
+
+
+def fail_reply(message_id: str) -> None:
+    """The model will not answer (refused, failed, timed out): close both records."""
+    reply_id = reply_id_for(message_id)
+    Message.objects.filter(pk=reply_id).exclude(state=Message.State.DONE).update(
+        state=Message.State.FAILED, completed_at=timezone.now()
+    )
+    Message.objects.filter(pk=message_id).update(state=Message.State.DONE)
+
+
+def mark_delivered(reply_id: str) -> None:
+    Message.objects.filter(pk=reply_id).update(delivered=True)
+
+
+def answer_frame(message: Message) -> dict[str, object]:
+    """A stored answer as the protocol's whole-answer frame."""
+    return {
+        "type": "answer",
+        "message_id": str(message.pk),
+        "reply_to": str(message.in_reply_to_id) if message.in_reply_to_id else None,
+        "text": message.text,
+        "source": message.source,
+        "ttft_ms": message.ttft_ms,
+        "total_ms": message.total_ms,
+    }
+
+
+def stored_answer(reply_id: str) -> dict[str, object] | None:
+    """The finished answer `reply_id` as a frame, or None while it is not finished."""
+    message = Message.objects.filter(pk=reply_id, state=Message.State.DONE).first()
+    if message is None or not message.text:
+        return None
+    return answer_frame(message)
+
+
+def undelivered_answers(conversation_id: str) -> list[dict[str, object]]:
+    """Finished answers of the conversation the customer has not received yet, oldest first."""
+    rows = Message.objects.filter(
+        conversation_id=conversation_id,
+        role=Message.Role.ASSISTANT,
+        state=Message.State.DONE,
+        delivered=False,
+    ).exclude(text="")
+    return [answer_frame(row) for row in rows.order_by("received_at", "completed_at")]
+
+
+def pending_questions(conversation_id: str) -> list[str]:
+    """Ids of the conversation's customer messages whose model answer is still being made."""
+    rows = Message.objects.filter(
+        conversation_id=conversation_id,
+        role=Message.Role.ASSISTANT,
+        source=Message.Source.LLM,
+        state__in=[Message.State.PENDING, Message.State.STREAMING],
+    ).values_list("in_reply_to_id", flat=True)
+    return [str(row) for row in rows if row is not None]
+
+
+def record_feedback(conversation_id: str, message_id: str, positive: bool) -> tuple[bool, str]:
+    """Store thumbs up/down on an answer of this conversation.
+
+    Returns (found, cache entry id or ""): the caller tells the cache about cached answers.
+    """
+    updated = Message.objects.filter(
+        pk=message_id, conversation_id=conversation_id, role=Message.Role.ASSISTANT
+    ).update(feedback=1 if positive else -1)
+    if not updated:
+        return False, ""
+    entry_id = Message.objects.values_list("cache_entry_id", flat=True).get(pk=message_id)
+    return True, entry_id
+
+
+def request_handoff(conversation_id: str) -> None:
+    Conversation.objects.filter(pk=conversation_id).update(
+        status=Conversation.Status.HANDOFF_REQUESTED, handoff_requested_at=timezone.now()
+    )
