@@ -1,0 +1,405 @@
+/*
+ * Customer-service chat widget. A host page adds one tag:
+ *   <script src="https://HOST/static/widget.js" data-site-key="pk_..."></script>
+ * and gets a launcher button and chat panel inside a shadow root (no global CSS either way),
+ * talking to wss://HOST/ws/chat/ with protocol v1 (docs/protocol.md). No framework, no CDN.
+ *
+ * Safety: every piece of text from the network or the customer is put on the page with
+ * textContent, never innerHTML, so no HTML or script in a message is ever interpreted.
+ */
+(function () {
+  "use strict";
+
+  var script = document.currentScript;
+  if (!script || !script.dataset.siteKey) {
+    console.error("chat widget: the script tag needs data-site-key");
+    return;
+  }
+  var SITE_KEY = script.dataset.siteKey;
+  var SERVER = new URL(script.src, window.location.href);
+  var WS_URL = (SERVER.protocol === "https:" ? "wss://" : "ws://") + SERVER.host + "/ws/chat/";
+  var STORE_KEY = "cs-widget:" + SITE_KEY;
+  var KEPT_MESSAGES = 50; // what a returning customer sees again after a page load
+  var BACKOFF_MIN_MS = 500;
+  var BACKOFF_MAX_MS = 15000; // a long outage: retry every 15 s, never hammer the server
+  var PROTOCOL_VERSION = 1;
+
+  var STYLE = [
+    ":host{all:initial}",
+    "*{box-sizing:border-box;font-family:system-ui,-apple-system,'Segoe UI',Roboto,sans-serif}",
+    ".launcher{position:fixed;right:20px;bottom:20px;width:60px;height:60px;border-radius:50%;",
+    "border:none;background:#1f5fbf;color:#fff;font-size:26px;cursor:pointer;",
+    "box-shadow:0 4px 14px rgba(0,0,0,.25);z-index:2147483000}",
+    ".launcher:focus-visible,button:focus-visible,textarea:focus-visible{outline:3px solid #f5a623;",
+    "outline-offset:2px}",
+    ".panel{position:fixed;right:20px;bottom:92px;width:370px;height:560px;max-height:calc(100vh - 110px);",
+    "display:flex;flex-direction:column;background:#fff;color:#1b1b1b;border-radius:14px;",
+    "box-shadow:0 10px 40px rgba(0,0,0,.28);overflow:hidden;z-index:2147483000;font-size:15px}",
+    ".panel[hidden]{display:none}",
+    "header{display:flex;align-items:center;gap:8px;padding:12px 14px;background:#1f5fbf;color:#fff}",
+    "header h2{flex:1;margin:0;font-size:16px;font-weight:600}",
+    "header button{background:rgba(255,255,255,.15);color:#fff;border:none;border-radius:6px;",
+    "padding:6px 9px;cursor:pointer;font-size:13px}",
+    ".status{font-size:12px;padding:3px 14px;background:#fff4d6;color:#6b4e00}",
+    ".status[hidden]{display:none}",
+    ".log{flex:1;overflow-y:auto;padding:12px;display:flex;flex-direction:column;gap:8px;",
+    "background:#f6f7f9}",
+    ".msg{max-width:85%;padding:9px 12px;border-radius:12px;line-height:1.4;white-space:pre-wrap;",
+    "word-wrap:break-word;overflow-wrap:anywhere}",
+    ".msg.customer{align-self:flex-end;background:#1f5fbf;color:#fff;border-bottom-right-radius:3px}",
+    ".msg.assistant{align-self:flex-start;background:#fff;border:1px solid #dde1e6;",
+    "border-bottom-left-radius:3px}",
+    ".msg.notice{align-self:center;background:#fdecea;color:#8a1c12;font-size:13px}",
+    ".meta{display:flex;gap:6px;align-items:center;margin-top:6px;font-size:12px;color:#5f6773}",
+    ".meta button{border:1px solid #cfd5dc;background:#fff;border-radius:6px;cursor:pointer;",
+    "padding:2px 7px;font-size:13px}",
+    ".meta button[aria-pressed=true]{background:#e3edfb;border-color:#1f5fbf}",
+    ".suggestions{display:flex;flex-direction:column;gap:4px;margin-top:6px}",
+    ".suggestions details{background:#f0f4fa;border-radius:8px;padding:4px 8px}",
+    ".suggestions summary{cursor:pointer}",
+    ".typing{align-self:flex-start;color:#5f6773;font-size:13px;padding:2px 6px}",
+    ".typing[hidden]{display:none}",
+    ".quick{display:flex;flex-wrap:wrap;gap:6px;padding:8px 12px 0;background:#fff}",
+    ".quick button{border:1px solid #1f5fbf;color:#1f5fbf;background:#fff;border-radius:14px;",
+    "padding:5px 10px;cursor:pointer;font-size:13px}",
+    "form{display:flex;gap:8px;padding:10px 12px;background:#fff;border-top:1px solid #e3e6ea}",
+    "textarea{flex:1;resize:none;border:1px solid #cfd5dc;border-radius:8px;padding:8px;",
+    "font-size:15px;height:42px}",
+    "form button{border:none;background:#1f5fbf;color:#fff;border-radius:8px;padding:0 14px;",
+    "cursor:pointer;font-size:15px}",
+    ".sr{position:absolute;width:1px;height:1px;overflow:hidden;clip:rect(0 0 0 0)}",
+    "@media (max-width:480px){.panel{right:0;bottom:0;width:100vw;height:100vh;max-height:100vh;",
+    "border-radius:0}.launcher{right:14px;bottom:14px}}",
+  ].join("");
+
+  // --- persistent state (localStorage) -------------------------------------------------------
+
+  function loadState() {
+    try {
+      var saved = JSON.parse(window.localStorage.getItem(STORE_KEY) || "null");
+      if (saved && typeof saved === "object") return saved;
+    } catch (err) {
+      console.warn("chat widget: stored conversation unreadable, starting afresh", err);
+    }
+    return { conversationId: null, visitorId: null, messages: [], outbox: [], open: false };
+  }
+  var state = loadState();
+  state.messages = state.messages || [];
+  state.outbox = state.outbox || [];
+  if (!state.visitorId) state.visitorId = "v_" + randomId();
+
+  function saveState() {
+    state.messages = state.messages.slice(-KEPT_MESSAGES);
+    try {
+      window.localStorage.setItem(STORE_KEY, JSON.stringify(state));
+    } catch (err) {
+      console.warn("chat widget: cannot keep the conversation across page loads", err);
+    }
+  }
+
+  function randomId() {
+    var bytes = new Uint8Array(12);
+    window.crypto.getRandomValues(bytes);
+    return Array.prototype.map.call(bytes, function (b) {
+      return ("0" + b.toString(16)).slice(-2);
+    }).join("");
+  }
+
+  // --- DOM -----------------------------------------------------------------------------------
+
+  function el(tag, attrs, text) {
+    var node = document.createElement(tag);
+    Object.keys(attrs || {}).forEach(function (name) {
+      node.setAttribute(name, attrs[name]);
+    });
+    if (text !== undefined) node.textContent = text; // text only, never markup
+    return node;
+  }
+
+  var host = el("div", { id: "cs-chat-widget" });
+  document.body.appendChild(host);
+  var root = host.attachShadow({ mode: "open" });
+  root.appendChild(el("style", {}, STYLE));
+
+  var launcher = el("button", {
+    class: "launcher", type: "button", "aria-label": "Open chat", "aria-expanded": "false",
+    "aria-controls": "cs-panel",
+  }, "\u{1F4AC}");
+  var panel = el("section", {
+    class: "panel", id: "cs-panel", role: "dialog", "aria-label": "Customer service chat",
+  });
+  panel.hidden = true;
+  var header = el("header");
+  header.appendChild(el("h2", {}, "Customer service"));
+  var humanButton = el("button", { type: "button", class: "human" }, "Talk to a human");
+  var closeButton = el("button", { type: "button", "aria-label": "Close chat" }, "\u2715");
+  header.appendChild(humanButton);
+  header.appendChild(closeButton);
+  var statusBar = el("div", { class: "status", role: "status" });
+  statusBar.hidden = true;
+  var log = el("div", { class: "log", role: "log", "aria-live": "polite", "aria-label": "Messages" });
+  var typing = el("div", { class: "typing", "aria-live": "polite" }, "Assistant is typing\u2026");
+  typing.hidden = true;
+  var quick = el("div", { class: "quick", role: "group", "aria-label": "Common questions" });
+  var form = el("form", { "aria-label": "Send a message" });
+  var inputLabel = el("label", { for: "cs-input", class: "sr" }, "Your message");
+  var input = el("textarea", { id: "cs-input", rows: "1", placeholder: "Type your question\u2026" });
+  var sendButton = el("button", { type: "submit" }, "Send");
+  form.appendChild(inputLabel);
+  form.appendChild(input);
+  form.appendChild(sendButton);
+  [header, statusBar, log, quick, form].forEach(function (n) { panel.appendChild(n); });
+  root.appendChild(panel);
+  root.appendChild(launcher);
+
+  var bubbles = {}; // message id -> bubble element, so re-sent answers replace, not duplicate
+
+  function scrollDown() {
+    log.scrollTop = log.scrollHeight;
+  }
+
+  function renderMessage(msg) {
+    var bubble = bubbles[msg.id];
+    if (!bubble) {
+      bubble = el("div", { class: "msg " + msg.role, "data-id": msg.id });
+      log.insertBefore(bubble, typing.parentNode === log ? typing : null);
+      bubbles[msg.id] = bubble;
+    }
+    bubble.textContent = "";
+    bubble.appendChild(el("span", { class: "text" }, msg.text));
+    if (msg.suggestions && msg.suggestions.length) {
+      var list = el("div", { class: "suggestions" });
+      msg.suggestions.forEach(function (s) {
+        var details = el("details");
+        details.appendChild(el("summary", {}, s.question));
+        details.appendChild(el("div", {}, s.answer));
+        list.appendChild(details);
+      });
+      bubble.appendChild(list);
+    }
+    if (msg.role === "assistant" && msg.done && msg.source !== "fallback") {
+      bubble.appendChild(feedbackBar(msg));
+    }
+    scrollDown();
+  }
+
+  function feedbackBar(msg) {
+    var bar = el("div", { class: "meta" });
+    var up = el("button", { type: "button", "aria-label": "Helpful", "aria-pressed": String(msg.feedback === "up") }, "\u{1F44D}");
+    var down = el("button", { type: "button", "aria-label": "Not helpful", "aria-pressed": String(msg.feedback === "down") }, "\u{1F44E}");
+    [[up, "up"], [down, "down"]].forEach(function (pair) {
+      pair[0].addEventListener("click", function () {
+        msg.feedback = pair[1];
+        saveState();
+        send({ type: "feedback", message_id: msg.id, value: pair[1] });
+        up.setAttribute("aria-pressed", String(pair[1] === "up"));
+        down.setAttribute("aria-pressed", String(pair[1] === "down"));
+      });
+    });
+    bar.appendChild(up);
+    bar.appendChild(down);
+    return bar;
+  }
+
+  function upsert(msg) {
+    var existing = null;
+    for (var i = 0; i < state.messages.length; i++) {
+      if (state.messages[i].id === msg.id) existing = state.messages[i];
+    }
+    if (existing) {
+      Object.keys(msg).forEach(function (k) { existing[k] = msg[k]; });
+      msg = existing;
+    } else {
+      state.messages.push(msg);
+    }
+    saveState();
+    renderMessage(msg);
+    return msg;
+  }
+
+  function notice(text) {
+    var bubble = el("div", { class: "msg notice", role: "alert" }, text);
+    log.appendChild(bubble);
+    scrollDown();
+  }
+
+  function setStatus(text) {
+    statusBar.textContent = text || "";
+    statusBar.hidden = !text;
+  }
+
+  function setTyping(on) {
+    typing.hidden = !on;
+    if (on) {
+      log.appendChild(typing);
+      scrollDown();
+    }
+  }
+
+  function renderQuickReplies(replies) {
+    quick.textContent = "";
+    (replies || []).forEach(function (r) {
+      var b = el("button", { type: "button" }, r.question);
+      b.addEventListener("click", function () { ask(r.question); });
+      quick.appendChild(b);
+    });
+  }
+
+  // --- connection --------------------------------------------------------------------------
+
+  var socket = null;
+  var ready = false; // welcome received
+  var attempts = 0;
+  var streaming = {}; // answer id -> text so far
+
+  function connect() {
+    socket = new WebSocket(WS_URL);
+    socket.addEventListener("open", function () {
+      send({ type: "hello", v: PROTOCOL_VERSION, site_key: SITE_KEY,
+             conversation_id: state.conversationId, visitor_id: state.visitorId }, true);
+    });
+    socket.addEventListener("message", function (event) {
+      var frame;
+      try { frame = JSON.parse(event.data); } catch (err) { return; }
+      handle(frame);
+    });
+    socket.addEventListener("close", function () {
+      ready = false;
+      var delay = Math.min(BACKOFF_MAX_MS, BACKOFF_MIN_MS * Math.pow(2, attempts));
+      delay = delay / 2 + Math.random() * delay / 2; // jitter: clients don't return in lockstep
+      attempts += 1;
+      setStatus("Reconnecting\u2026");
+      window.setTimeout(connect, delay);
+    });
+  }
+
+  function send(frame, force) {
+    if (socket && socket.readyState === WebSocket.OPEN && (ready || force)) {
+      socket.send(JSON.stringify(frame));
+      return true;
+    }
+    return false;
+  }
+
+  function flushOutbox() {
+    state.outbox.forEach(function (item) {
+      send({ type: "message", client_message_id: item.cid, text: item.text });
+    });
+  }
+
+  function handle(frame) {
+    switch (frame.type) {
+      case "welcome":
+        ready = true;
+        attempts = 0;
+        setStatus("");
+        if (state.conversationId !== frame.conversation_id) {
+          state.conversationId = frame.conversation_id;
+          if (!frame.resumed) {
+            // A new conversation (the old one is gone): keep only what is still to be sent.
+            state.messages = state.messages.filter(function (m) { return isQueued(m.id); });
+            log.textContent = "";
+            bubbles = {};
+            state.messages.forEach(renderMessage);
+          }
+          saveState();
+        }
+        if (!state.messages.some(function (m) { return m.id === "greeting"; })) {
+          upsert({ id: "greeting", role: "assistant", text: frame.greeting, done: true, source: "fallback" });
+        }
+        renderQuickReplies(frame.quick_replies);
+        flushOutbox();
+        break;
+      case "ack":
+        state.outbox = state.outbox.filter(function (o) { return o.cid !== frame.client_message_id; });
+        saveState();
+        break;
+      case "answer":
+        setTyping(false);
+        upsert({ id: frame.message_id, role: "assistant", text: frame.text, source: frame.source, done: true });
+        break;
+      case "holding":
+        upsert({ id: frame.message_id, role: "assistant", text: frame.text, source: "fallback",
+                 suggestions: frame.suggestions, done: true });
+        setTyping(true);
+        break;
+      case "answer.start":
+        setTyping(true);
+        break;
+      case "answer.delta":
+        streaming[frame.message_id] = (streaming[frame.message_id] || "") + frame.text;
+        upsert({ id: frame.message_id, role: "assistant", text: streaming[frame.message_id], source: "llm", done: false });
+        break;
+      case "answer.end":
+        setTyping(false);
+        delete streaming[frame.message_id];
+        upsert({ id: frame.message_id, role: "assistant", text: frame.text, source: "llm", done: true });
+        break;
+      case "handoff.ok":
+        notice("A human agent has been asked to join; they will reply here.");
+        break;
+      case "error":
+        if (frame.reply_to) setTyping(false);
+        if (frame.ref) {
+          state.outbox = state.outbox.filter(function (o) { return o.cid !== frame.ref; });
+          saveState();
+        }
+        notice(frame.message + " (" + frame.code + ")");
+        break;
+      default:
+        break; // feedback.ok, pong: nothing to show
+    }
+  }
+
+  function isQueued(id) {
+    return state.outbox.some(function (o) { return o.cid === id; });
+  }
+
+  function ask(text) {
+    text = (text || "").trim();
+    if (!text) return;
+    var cid = "c_" + randomId();
+    state.outbox.push({ cid: cid, text: text });
+    upsert({ id: cid, role: "customer", text: text, done: true });
+    send({ type: "message", client_message_id: cid, text: text });
+    setTyping(true);
+  }
+
+  // --- events ------------------------------------------------------------------------------
+
+  function setOpen(open) {
+    panel.hidden = !open;
+    launcher.setAttribute("aria-expanded", String(open));
+    launcher.setAttribute("aria-label", open ? "Close chat" : "Open chat");
+    state.open = open;
+    saveState();
+    if (open) {
+      input.focus();
+      scrollDown();
+    }
+  }
+
+  launcher.addEventListener("click", function () { setOpen(panel.hidden); });
+  closeButton.addEventListener("click", function () { setOpen(false); launcher.focus(); });
+  panel.addEventListener("keydown", function (event) {
+    if (event.key === "Escape") { setOpen(false); launcher.focus(); }
+  });
+  humanButton.addEventListener("click", function () {
+    if (!send({ type: "handoff" })) notice("Not connected yet; try again in a moment.");
+  });
+  form.addEventListener("submit", function (event) {
+    event.preventDefault();
+    ask(input.value);
+    input.value = "";
+  });
+  input.addEventListener("keydown", function (event) {
+    if (event.key === "Enter" && !event.shiftKey) {
+      event.preventDefault();
+      form.requestSubmit();
+    }
+  });
+
+  state.messages.forEach(renderMessage);
+  if (state.open) setOpen(true);
+  connect();
+})();

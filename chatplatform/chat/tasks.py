@@ -1,0 +1,102 @@
+"""CPU-queue task: finalize a model answer once the inference worker is done with it.
+
+Persists the answer on its Message row (text, timings, SLA outcome, tokens, GPU seconds),
+offers it to the cache's admission policy, and tells the conversation's sockets that the answer
+is stored (a socket that missed the stream, e.g. a customer who reconnected, delivers it then).
+Idempotent: the row is updated only while not yet finished, so a redelivered task is a no-op.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+
+from asgiref.sync import async_to_sync
+from celery import shared_task
+from channels.layers import get_channel_layer
+from django.db import OperationalError, transaction
+
+from chatplatform.chat.store import reply_id_for
+from chatplatform.conversations.models import Message
+from inference.contracts import InferenceResult, TaskName, conversation_group
+
+logger = logging.getLogger(__name__)
+
+# Complete answers only: a cut-off ("length") or cancelled answer must never be served again.
+CACHEABLE_FINISH_REASONS = frozenset({"stop"})
+# SQLite under several writers may still time out on a lock; that passes, so retry it.
+MAX_RETRIES = 5
+
+
+@shared_task(
+    name=TaskName.FINALIZE_ANSWER.value,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    autoretry_for=(OperationalError,),
+    retry_backoff=True,
+    max_retries=MAX_RETRIES,
+)
+def finalize_answer(result_data: dict) -> str:
+    """Persist one InferenceResult; returns what happened ("stored", "duplicate", ...)."""
+    result = InferenceResult.from_dict(result_data)
+    reply_id = reply_id_for(result.message_id)
+    outcome, question = persist_result(result, reply_id)
+    if outcome != "stored":
+        return outcome
+    if result.text and result.finish_reason in CACHEABLE_FINISH_REASONS and question:
+        offer_to_cache(result, question)
+    layer = get_channel_layer()
+    async_to_sync(layer.group_send)(
+        conversation_group(result.conversation_id),
+        {"type": "answer.stored", "reply_id": reply_id},
+    )
+    return outcome
+
+
+def persist_result(result: InferenceResult, reply_id: str) -> tuple[str, str]:
+    """Write the result onto the answer row; returns (outcome, the customer's question)."""
+    with transaction.atomic():
+        reply = (
+            Message.objects.select_related("site", "in_reply_to")
+            .filter(pk=reply_id)
+            .select_for_update()
+            .first()
+        )
+        if reply is None:
+            logger.error("finalize: no answer row %s for message %s", reply_id, result.message_id)
+            return "unknown_message", ""
+        if reply.state in (Message.State.DONE, Message.State.FAILED) and reply.text:
+            return "duplicate", ""
+        arrival = reply.received_at
+        ok = bool(result.text) and result.finish_reason not in ("error", "cancelled")
+        # Only the columns this task owns: `delivered` is the consumer's and may already be set.
+        Message.objects.filter(pk=reply_id).update(
+            text=result.text,
+            state=Message.State.DONE if ok else Message.State.FAILED,
+            first_token_at=_after(arrival, result.ttft_ms),
+            completed_at=_after(arrival, result.total_ms),
+            ttft_ms=result.ttft_ms,
+            total_ms=result.total_ms,
+            sla_met=result.ttft_ms is not None and result.ttft_ms <= reply.site.sla_ms,
+            prompt_tokens=result.prompt_tokens,
+            completion_tokens=result.completion_tokens,
+            gpu_seconds=result.gpu_seconds,
+        )
+        Message.objects.filter(pk=result.message_id).update(state=Message.State.DONE)
+    question = reply.in_reply_to.text if reply.in_reply_to is not None else ""
+    return ("stored" if ok else "failed"), question
+
+
+def offer_to_cache(result: InferenceResult, question: str) -> None:
+    from chatplatform.semanticcache.service import get_cache
+
+    state = get_cache().offer_generated(
+        result.site_id, question, result.text, result.conversation_id
+    )
+    logger.info("finalize: answer to %s offered to the cache: %s", result.message_id, state)
+
+
+def _after(start: datetime, ms: float | None) -> datetime | None:
+    if ms is None:
+        return None
+    return start.astimezone(UTC) + timedelta(milliseconds=ms)
