@@ -1,0 +1,270 @@
+"""The engine front shared by both batching back-ends: tickets, EDF admission, streaming.
+
+`Engine.submit` takes a validated request with its prompt token ids and an `emit` callback
+(stream events out, as dicts), estimates its time to first token, flags it at once when that
+misses the deadline, and queues it earliest-deadline-first. A back-end
+(`ContinuousBatchingEngine`, `StaticBatchEngine`) pulls from that queue, generates, and hands
+token ids back through `_on_tokens`/`_finish`, which turn them into coalesced text deltas and,
+at the end, an `InferenceResult` on the ticket.
+
+Threads: callers (Celery task threads) call `submit`/`cancel` and wait on `ticket.done`; the
+back-end runs its own threads. `_lock` guards the queue and the running set.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from inference.contracts import InferenceRequest, InferenceResult, StreamEventType
+from inference.scheduling import DeadlineQueue, StepCosts, estimate_ttft_s
+from inference.textstream import Coalescer, TextStream
+
+Emit = Callable[[dict[str, Any]], None]
+
+
+class EngineOverloadedError(RuntimeError):
+    """The waiting queue is full: the request would wait far past any deadline."""
+
+
+@dataclass(frozen=True)
+class EngineLimits:
+    # Requests decoding together. CPU: 32 keeps one decode step of the offline model around
+    # 30 ms on 2 cores; a GPU raises it (the worker's thread pool must be at least this big).
+    max_running: int = 32
+    # Beyond this many waiting requests, new ones are refused rather than queued for minutes.
+    max_waiting: int = 256
+    max_new_tokens: int = 256  # cap on what a request may ask for
+    max_prompt_tokens: int = 1024
+
+
+@dataclass(eq=False)
+class Ticket:
+    """One request inside the engine, from submit until its result is set."""
+
+    request: InferenceRequest
+    prompt_ids: list[int]
+    max_new_tokens: int
+    emit: Emit
+    stream: TextStream
+    coalescer: Coalescer = field(default_factory=Coalescer)
+    engine_id: str = ""
+    submitted_wall: float = field(default_factory=time.time)
+    admitted_at: float | None = None  # perf_counter time the back-end took it
+    first_token_wall: float | None = None
+    last_output_at: float | None = None  # perf_counter time of the latest tokens
+    completion_tokens: int = 0
+    gpu_seconds: float = 0.0
+    flagged_late: bool = False
+    finish_reason: str | None = None
+    error: str | None = None
+    result: InferenceResult | None = None
+    done: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def arrival(self) -> float:
+        # Time to first token counts from the customer's message, not from the worker.
+        return self.request.arrival or self.submitted_wall
+
+
+class Engine(ABC):
+    """EDF admission and streaming in front of a batching back-end."""
+
+    def __init__(self, model: Any, tokenizer: Any, limits: EngineLimits) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.limits = limits
+        self.costs = StepCosts()
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._waiting: DeadlineQueue[Ticket] = DeadlineQueue()
+        self._running: dict[str, Ticket] = {}
+        self._closed = False
+        self._ids = iter(range(1 << 62))
+        eos = model.generation_config.eos_token_id
+        self.eos_ids: set[int] = set(eos if isinstance(eos, list) else [eos])
+
+    # ------------------------------------------------------------------ caller side
+
+    def submit(self, request: InferenceRequest, prompt_ids: list[int], emit: Emit) -> Ticket:
+        """Queue a request. Emits `answer.delayed` right away if it will miss its deadline."""
+        ticket = Ticket(
+            request=request,
+            prompt_ids=prompt_ids,
+            max_new_tokens=max(1, min(request.max_new_tokens, self.limits.max_new_tokens)),
+            emit=emit,
+            stream=TextStream(self._decode, stop=tuple(s for s in request.stop if s)),
+        )
+        with self._lock:
+            if len(self._waiting) >= self.limits.max_waiting:
+                raise EngineOverloadedError(f"{len(self._waiting)} requests already waiting")
+            estimate = estimate_ttft_s(
+                self.costs,
+                waiting_ahead=self._waiting.count_before(request.deadline),
+                running=len(self._running),
+                max_running=self.limits.max_running,
+                prompt_tokens=len(prompt_ids),
+            )
+            ticket.engine_id = f"{request.message_id}#{next(self._ids)}"
+            self._waiting.push(ticket, request.deadline)
+            self._wake.notify_all()
+        if time.time() + estimate > request.deadline:
+            self._flag_late(ticket, estimate)
+        return ticket
+
+    def cancel(self, ticket: Ticket) -> None:
+        """Stop a request at the next step (the customer went away)."""
+        with self._lock:
+            was_waiting = self._waiting.remove(ticket)
+        if not was_waiting:
+            self._abort(ticket)
+        self._finish(ticket, "cancelled")
+
+    def warmup(self, prompt_ids: list[int], requests: int = 2, new_tokens: int = 8) -> None:
+        """Run a few short requests end to end: first-call costs paid, step costs measured."""
+        tickets = []
+        for index in range(requests):
+            request = InferenceRequest(
+                conversation_id="warmup",
+                message_id=f"warmup-{index}",
+                site_id="warmup",
+                messages=[],
+                deadline=time.time() + 3600,
+                max_new_tokens=new_tokens,
+            )
+            tickets.append(self.submit(request, prompt_ids, emit=lambda event: None))
+        for ticket in tickets:
+            ticket.done.wait()
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            self._wake.notify_all()
+
+    # ------------------------------------------------------------------ back-end side
+
+    @abstractmethod
+    def _abort(self, ticket: Ticket) -> None:
+        """Make the back-end stop generating for a running ticket (no-op if not running)."""
+
+    def _take_waiting(self, limit: int) -> list[Ticket]:
+        """Pop up to `limit` tickets in deadline order and mark them running (lock held)."""
+        taken: list[Ticket] = []
+        while len(taken) < limit:
+            ticket = self._waiting.pop()
+            if ticket is None:
+                break
+            ticket.admitted_at = time.perf_counter()
+            self._running[ticket.engine_id] = ticket
+            taken.append(ticket)
+        return taken
+
+    def _flag_overdue_waiting(self) -> None:
+        """A waiting request whose deadline passed before it started: say so once (lock held)."""
+        now = time.time()
+        for ticket in self._waiting:
+            if not ticket.flagged_late and now > ticket.request.deadline:
+                estimate = estimate_ttft_s(
+                    self.costs, len(self._waiting), len(self._running),
+                    self.limits.max_running, len(ticket.prompt_ids),
+                )  # fmt: skip
+                self._flag_late(ticket, estimate)
+
+    def _flag_late(self, ticket: Ticket, estimate_s: float) -> None:
+        ticket.flagged_late = True
+        ticket.emit(
+            {
+                "type": StreamEventType.DELAYED.value,
+                "message_id": ticket.request.message_id,
+                "estimated_ttft_ms": round((time.time() + estimate_s - ticket.arrival) * 1000, 1),
+            }
+        )
+
+    def _announce_start(self, ticket: Ticket) -> None:
+        ticket.emit({"type": StreamEventType.START.value, "message_id": ticket.request.message_id})
+
+    def _decode(self, token_ids: Any) -> str:
+        ids = [int(t) for t in token_ids if int(t) not in self.eos_ids]
+        return self.tokenizer.decode(ids, skip_special_tokens=True)
+
+    def _on_tokens(self, ticket: Ticket, token_ids: list[int], running: int) -> None:
+        """New tokens for a running ticket (all generated ids so far). Back-end threads only."""
+        if ticket.finish_reason is not None:
+            return  # cancelled or stopped already; late outputs are dropped
+        now = time.perf_counter()
+        if ticket.first_token_wall is None:
+            ticket.first_token_wall = time.time()
+            if ticket.admitted_at is not None:
+                self.costs.observe_prefill(len(ticket.prompt_ids), now - ticket.admitted_at)
+        elif ticket.last_output_at is not None:
+            self.costs.observe_decode_step(now - ticket.last_output_at)
+        since = ticket.last_output_at or ticket.admitted_at or now
+        ticket.gpu_seconds += (now - since) / max(running, 1)
+        ticket.last_output_at = now
+        ticket.completion_tokens = len(token_ids)
+        text = ticket.coalescer.add(ticket.stream.push(token_ids), now)
+        if text:
+            self._emit_delta(ticket, text)
+        if ticket.stream.stopped:
+            self._abort(ticket)
+            self._finish(ticket, "stop")
+
+    def _emit_delta(self, ticket: Ticket, text: str) -> None:
+        ticket.emit(
+            {
+                "type": StreamEventType.DELTA.value,
+                "message_id": ticket.request.message_id,
+                "text": text,
+            }
+        )
+
+    def _finish(self, ticket: Ticket, reason: str, error: str | None = None) -> None:
+        """Set the ticket's result once; later calls (a stop racing a cancel) are no-ops."""
+        with self._lock:
+            if ticket.finish_reason is not None:
+                return
+            ticket.finish_reason = reason
+            ticket.error = error
+            self._running.pop(ticket.engine_id, None)
+            self._wake.notify_all()  # a slot is free
+        if ticket.admitted_at is not None:
+            self.costs.observe_service(time.perf_counter() - ticket.admitted_at)
+        rest = ticket.stream.finish()
+        if rest:
+            ticket.coalescer.pending.append(rest)
+        tail = ticket.coalescer.flush()
+        if tail and reason != "cancelled":
+            self._emit_delta(ticket, tail)
+        now = time.time()
+        request = ticket.request
+        first = ticket.first_token_wall
+        ticket.result = InferenceResult(
+            conversation_id=request.conversation_id,
+            message_id=request.message_id,
+            site_id=request.site_id,
+            text=ticket.stream.text,
+            finish_reason=reason,
+            prompt_tokens=len(ticket.prompt_ids),
+            completion_tokens=ticket.completion_tokens,
+            ttft_ms=None if first is None else round((first - ticket.arrival) * 1000, 1),
+            total_ms=round((now - ticket.arrival) * 1000, 1),
+            gpu_seconds=round(ticket.gpu_seconds, 4),
+        )
+        ticket.done.set()
+
+    def _finish_from_tokens(self, ticket: Ticket, token_ids: list[int]) -> None:
+        """The back-end says the generation ended: EOS means 'stop', otherwise 'length'."""
+        ended_on_eos = bool(token_ids) and int(token_ids[-1]) in self.eos_ids
+        self._finish(ticket, "stop" if ended_on_eos else "length")
+
+    @property
+    def running_count(self) -> int:
+        return len(self._running)
+
+    @property
+    def waiting_count(self) -> int:
+        return len(self._waiting)

@@ -1,0 +1,120 @@
+"""Load the chat model and tokenizer named by the settings, quantized as configured.
+
+`CHAT_MODEL` is a hub id or a local checkpoint folder; empty means the offline model in
+`var/models/tiny-deepseek`, built on demand. `QUANTIZATION` picks a torchao weight format via
+transformers' `TorchAoConfig`. Real checkpoints and the offline model go through the same
+`from_pretrained` call: nothing here knows which one it is loading.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+# Anchored at the repository root so the worker finds it whatever its working directory.
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parents[1] / "var" / "models" / "tiny-deepseek"
+
+
+class Quantization(StrEnum):
+    NONE = "none"
+    INT8 = "int8"  # weight-only int8: runs on CPU and GPU; the CPU default
+    INT4 = "int4"  # weight-only int4 (tinygemm tile layout): CUDA only
+    FP8 = "fp8"  # weight-only float8 e4m3: native on Hopper; emulated (slow but correct) on CPU
+
+
+class ModelSettingsError(ValueError):
+    """A model setting names something that cannot run here; the message names the setting."""
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    model: str  # hub id or local folder
+    quantization: Quantization
+    device: str  # "cpu" | "cuda"
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> ModelSettings:
+        env = dict(os.environ) if env is None else env
+        device = env.get("INFERENCE_DEVICE") or _default_device()
+        default_quant = Quantization.INT8 if device == "cpu" else Quantization.NONE
+        raw_quant = (env.get("QUANTIZATION") or default_quant).strip().lower()
+        try:
+            quantization = Quantization(raw_quant)
+        except ValueError:
+            choices = ", ".join(q.value for q in Quantization)
+            raise ModelSettingsError(
+                f"QUANTIZATION={raw_quant!r} is not one of: {choices}"
+            ) from None
+        model = (env.get("CHAT_MODEL") or "").strip() or str(DEFAULT_MODEL_DIR)
+        return cls(model=model, quantization=quantization, device=device)
+
+
+def _default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def torchao_config(quantization: Quantization, device: str) -> Any | None:
+    """transformers' TorchAoConfig for a mode, or None for `none`.
+
+    Raises ModelSettingsError (naming QUANTIZATION) when the mode cannot run on `device`,
+    rather than loading something slower or different from what was asked for.
+    """
+    if quantization is Quantization.NONE:
+        return None
+    from torchao.quantization import (
+        Float8WeightOnlyConfig,
+        Int4WeightOnlyConfig,
+        Int8WeightOnlyConfig,
+    )
+    from transformers import TorchAoConfig
+
+    if quantization is Quantization.INT8:
+        return TorchAoConfig(Int8WeightOnlyConfig())
+    if quantization is Quantization.INT4:
+        if device != "cuda":
+            raise ModelSettingsError(
+                "QUANTIZATION=int4 needs a CUDA GPU (torchao's int4 weight-only kernels have no "
+                f"CPU implementation in this build); this worker runs on {device!r}: use int8"
+            )
+        # The tile-packed layout runs on torch's own tinygemm kernel (no extra package needed).
+        return TorchAoConfig(
+            Int4WeightOnlyConfig(group_size=128, int4_packing_format="tile_packed_to_4d")
+        )
+    return TorchAoConfig(Float8WeightOnlyConfig())
+
+
+def resolve_model_path(model: str) -> str:
+    """The folder or hub id to load; builds the offline model when the default is missing."""
+    if Path(model).resolve() == DEFAULT_MODEL_DIR:
+        from inference.build_model import build
+
+        return str(build(DEFAULT_MODEL_DIR))
+    return model
+
+
+def load_model_and_tokenizer(settings: ModelSettings) -> tuple[Any, Any]:
+    """(model in eval mode on its device, tokenizer) for the settings."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = resolve_model_path(settings.model)
+    quant_config = torchao_config(settings.quantization, settings.device)
+    # bf16 on GPU (what DeepSeek ships); fp32 on CPU, where bf16 matmuls are slower.
+    dtype = torch.bfloat16 if settings.device == "cuda" else torch.float32
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(
+        path,
+        dtype=dtype,
+        # CPU is transformers' default placement; a device map (GPU) needs `accelerate`,
+        # which GPU hosts install alongside the CUDA build of torch.
+        device_map=None if settings.device == "cpu" else settings.device,
+        quantization_config=quant_config,
+        attn_implementation="sdpa",
+    )
+    model.eval()
+    return model, tokenizer
