@@ -11,6 +11,10 @@ class FAQVariantInline(admin.TabularInline):
     model = FAQVariant
     extra = 2
 
+    def get_extra(self, request: HttpRequest, obj: FAQ | None = None, **kwargs) -> int:
+        # Room for the phrasings the dashboard's "create FAQ" link prefills (?variant=...).
+        return max(self.extra, len(request.GET.getlist("variant")))
+
 
 @admin.register(FAQ)
 class FAQAdmin(ImportExportModelAdmin):
@@ -29,6 +33,16 @@ class FAQAdmin(ImportExportModelAdmin):
     inlines = [FAQVariantInline]
     actions = ["activate", "deactivate"]
     list_select_related = ["site"]
+
+    def get_formset_kwargs(
+        self, request: HttpRequest, obj: FAQ, inline: admin.options.InlineModelAdmin, prefix: str
+    ) -> dict:
+        kwargs = super().get_formset_kwargs(request, obj, inline, prefix)
+        # The add form takes question/answer/site from the URL (Django does that); the
+        # dashboard's "create FAQ" link also passes the missed phrasings as ?variant=...
+        if request.method == "GET" and obj.pk is None and isinstance(inline, FAQVariantInline):
+            kwargs["initial"] = [{"text": text} for text in request.GET.getlist("variant")]
+        return kwargs
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[FAQ]:
         return super().get_queryset(request).prefetch_related("variants")

@@ -1,0 +1,120 @@
+"""Every dashboard aggregate against known data (see conftest.known_data), exact numbers."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from chatplatform.dashboards.queries import Dashboard, Scope, build_dashboard, nearest_rank
+from tests.dashboards.conftest import KnownData
+
+GPU_COST_PER_HOUR = 3.6  # makes cost = GPU-seconds / 1000
+
+
+def shop_dashboard(data: KnownData) -> Dashboard:
+    scope = Scope(
+        site_ids=[data.shop.pk],
+        start=datetime(2026, 3, 2, tzinfo=UTC),
+        end=datetime(2026, 3, 4, tzinfo=UTC),
+    )
+    return build_dashboard(scope, GPU_COST_PER_HOUR)
+
+
+def as_dict(rows: list[list]) -> dict:
+    return {row[0]: row[1:] for row in rows}
+
+
+def test_daily_volume_hit_rate_sla_and_handoffs(known_data: KnownData) -> None:
+    daily = shop_dashboard(known_data).daily
+    assert daily.columns == [
+        "day",
+        "conversations",
+        "customer messages",
+        "answers",
+        "cache hits",
+        "missed questions",
+        "cache hit rate",
+        "SLA evaluated",
+        "SLA met",
+        "SLA compliance",
+        "human requests",
+    ]
+    # day 1: q3 got a holding reply and a model answer: one missed question, not two.
+    assert daily.rows[0] == ["2026-03-02", 1, 3, 4, 2, 1, pytest.approx(2 / 3), 4, 3, 0.75, 1]
+    assert daily.rows[1] == ["2026-03-03", 1, 2, 3, 1, 1, 0.5, 2, 2, 1.0, 0]
+
+
+def test_days_without_data_are_zero_rows_not_gaps(known_data: KnownData) -> None:
+    scope = Scope(
+        [known_data.shop.pk], datetime(2026, 3, 4, tzinfo=UTC), datetime(2026, 3, 6, tzinfo=UTC)
+    )
+    daily = build_dashboard(scope, GPU_COST_PER_HOUR).daily
+    assert daily.rows == [
+        ["2026-03-04", 0, 0, 0, 0, 0, None, 0, 0, None, 0],
+        ["2026-03-05", 0, 0, 0, 0, 0, None, 0, 0, None, 0],
+    ]
+
+
+def test_source_mix_by_day(known_data: KnownData) -> None:
+    mix = shop_dashboard(known_data).source_mix
+    assert mix.columns == ["day", "faq", "cache", "llm", "fallback", "agent"]
+    assert mix.rows == [["2026-03-02", 1, 1, 1, 1, 0], ["2026-03-03", 1, 0, 1, 0, 1]]
+
+
+def test_sources_share_satisfaction_and_sla(known_data: KnownData) -> None:
+    sources = as_dict(shop_dashboard(known_data).sources.rows)
+    # answers, share, up, down, satisfaction, SLA compliance
+    assert sources["faq"] == [2, 2 / 7, 1, 0, 1.0, 1.0]
+    assert sources["cache"] == [1, 1 / 7, 0, 1, 0.0, 1.0]
+    assert sources["llm"] == [2, 2 / 7, 1, 0, 1.0, 0.5]
+    assert sources["fallback"] == [1, 1 / 7, 0, 0, None, 1.0]
+    assert sources["agent"] == [1, 1 / 7, 0, 0, None, None]
+
+
+def test_latency_percentiles_by_source(known_data: KnownData) -> None:
+    latency = as_dict(shop_dashboard(known_data).latency.rows)
+    # timed answers, TTFT p50/p95/p99, total p50/p95/p99
+    assert latency["faq"] == [2, 5, 10, 10, 5, 10, 10]
+    assert latency["cache"] == [1, 20, 20, 20, 20, 20, 20]
+    assert latency["llm"] == [2, 200, 400, 400, 1000, 1400, 1400]
+    assert latency["fallback"] == [1, 250, 250, 250, 250, 250, 250]
+    assert latency["agent"] == [1, None, None, None, 60_000, 60_000, 60_000]
+
+
+def test_cost_and_cache_savings(known_data: KnownData) -> None:
+    cost = dict(shop_dashboard(known_data).cost.rows)
+    assert cost["model answers"] == 2
+    assert cost["model GPU-seconds"] == 3.0  # the other site's 4.0 s are not counted
+    assert cost["prompt tokens"] == 180
+    assert cost["completion tokens"] == 90
+    assert cost["GPU-seconds per model answer"] == 1.5
+    assert cost["cache hits"] == 3
+    assert cost["model cost"] == pytest.approx(0.003)
+    # 3 hits x 1.5 GPU-s = 4.5 GPU-s; at 3.6 per hour = 0.0045
+    assert cost["GPU-seconds saved by the cache (estimate)"] == 4.5
+    assert cost["cost saved by the cache (estimate)"] == pytest.approx(0.0045)
+
+
+def test_all_sites_scope_adds_the_other_site(known_data: KnownData) -> None:
+    scope = Scope(
+        [known_data.shop.pk, known_data.other.pk],
+        datetime(2026, 3, 2, tzinfo=UTC),
+        datetime(2026, 3, 4, tzinfo=UTC),
+    )
+    daily = build_dashboard(scope, GPU_COST_PER_HOUR).daily
+    assert daily.rows[0][1:6] == [2, 4, 5, 2, 2]
+
+
+@pytest.mark.parametrize(
+    ("values", "p", "expected"),
+    [
+        ([], 50, None),
+        ([7.0], 99, 7.0),
+        ([1, 2, 3, 4], 50, 2),
+        ([1, 2, 3, 4], 51, 3),
+        (list(range(1, 101)), 95, 95),
+    ],
+)
+def test_nearest_rank_percentile(values: list[float], p: float, expected: float | None) -> None:
+    assert nearest_rank(values, p) == expected
