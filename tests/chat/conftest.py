@@ -1,0 +1,112 @@
+"""Fixtures of the chat tests: sites, websocket communicators on the real ASGI app and channel
+layer (the session's real redis-server), and helpers to read what the consumer queued."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import redis as redis_lib
+from channels.testing import WebsocketCommunicator
+
+from chatplatform.faq.models import FAQ, FAQVariant
+from chatplatform.tenants.models import Site
+
+ORIGIN = "https://shop.example"
+RECEIVE_TIMEOUT_S = 5.0
+
+
+@pytest.fixture(autouse=True)
+def _clean_redis(redis_url: str) -> None:
+    """Rate-limit counters and queued tasks of one test must not leak into the next."""
+    redis_lib.Redis.from_url(redis_url).flushdb()
+
+
+def make_site(*, cache_enabled: bool = True, sla_ms: int = 300, name: str = "Test shop") -> Site:
+    site = Site.objects.create(
+        name=name, allowed_origins=[ORIGIN], cache_enabled=cache_enabled, sla_ms=sla_ms
+    )
+    faq = FAQ.objects.create(
+        site=site,
+        question="How long does shipping take?",
+        answer="Standard shipping takes 3-5 business days.",
+    )
+    FAQVariant.objects.create(faq=faq, text="When will my order arrive?")
+    return site
+
+
+class Client:
+    """A websocket client of the real ASGI application, speaking protocol v1."""
+
+    def __init__(self, origin: str = ORIGIN, client_ip: str = "203.0.113.7") -> None:
+        from chatplatform.asgi import application
+
+        self.communicator = WebsocketCommunicator(
+            application, "/ws/chat/", headers=[(b"origin", origin.encode())]
+        )
+        self.communicator.scope["client"] = (client_ip, 50000)
+
+    async def connect(self) -> None:
+        connected, _ = await self.communicator.connect()
+        assert connected
+
+    async def send(self, frame: dict[str, Any]) -> None:
+        await self.communicator.send_to(text_data=json.dumps(frame))
+
+    async def send_raw(self, text: str | None = None, data: bytes | None = None) -> None:
+        await self.communicator.send_to(text_data=text, bytes_data=data)
+
+    async def receive(self, timeout: float = RECEIVE_TIMEOUT_S) -> dict[str, Any]:
+        return json.loads(await self.communicator.receive_from(timeout=timeout))
+
+    async def receive_type(self, kind: str, timeout: float = RECEIVE_TIMEOUT_S) -> dict[str, Any]:
+        """The next frame of type `kind` (frames of other types before it are skipped)."""
+        while True:
+            frame = await self.receive(timeout)
+            if frame["type"] == kind:
+                return frame
+
+    async def hello(self, site: Site, conversation_id: str | None = None) -> dict[str, Any]:
+        await self.send(
+            {
+                "type": "hello",
+                "v": 1,
+                "site_key": site.widget_key,
+                "conversation_id": conversation_id,
+            }
+        )
+        welcome = await self.receive()
+        assert welcome["type"] == "welcome", welcome
+        return welcome
+
+    async def assert_usable(self) -> None:
+        """The socket still answers: the error left the connection open."""
+        await self.send({"type": "ping"})
+        assert (await self.receive())["type"] == "pong"
+
+    async def close(self) -> None:
+        await self.communicator.disconnect()
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[Client]:
+    chat = Client()
+    await chat.connect()
+    yield chat
+    await chat.close()
+
+
+def queued_inference_requests(redis_url: str) -> list[dict[str, Any]]:
+    """InferenceRequest dicts waiting on the broker's `inference` queue (Celery's Redis list)."""
+    import base64
+
+    client = redis_lib.Redis.from_url(redis_url)
+    requests = []
+    for raw in client.lrange("inference", 0, -1):
+        envelope = json.loads(raw)
+        body = json.loads(base64.b64decode(envelope["body"]))
+        args = body[0]
+        requests.append(args[0])
+    return requests
