@@ -25,7 +25,8 @@ EOS_TOKEN = "<｜end▁of▁sentence｜>"
 # deepseek-ai/deepseek-llm-7b-chat's template: no system role of its own (a system message is
 # just prepended text), turns as "User: ...\n\nAssistant: ...<eos>".
 DEEPSEEK_CHAT_TEMPLATE = (
-    "{% if not add_generation_prompt is defined %}{% set add_generation_prompt = false %}{% endif %}"
+    "{% if not add_generation_prompt is defined %}"
+    "{% set add_generation_prompt = false %}{% endif %}"
     "{{ bos_token }}{% for message in messages %}"
     "{% if message['role'] == 'user' %}{{ 'User: ' + message['content'] + '\n\n' }}"
     "{% elif message['role'] == 'assistant' %}{{ 'Assistant: ' + message['content'] + eos_token }}"

@@ -1,0 +1,90 @@
+"""One worker process's inference runtime: model, engine, Redis and the event publisher.
+
+Chooses the batching back-end from the model's architecture: continuous batching where
+transformers supports it, the static streaming batcher for DeepSeek-V2/V3 (MoE + MLA).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from inference.engine import Engine, EngineLimits
+from inference.events import EventPublisher
+from inference.loading import ModelSettings, load_model_and_tokenizer
+from inference.prompt import build_messages, render_prompt
+from inference.service import AnswerService
+
+logger = logging.getLogger(__name__)
+
+# transformers' continuous batching fails inside the paged cache for these (index_copy_
+# shape error with MLA attention, transformers 5.24): they get the static batcher.
+NO_CONTINUOUS_BATCHING = frozenset({"deepseek_v2", "deepseek_v3"})
+
+
+def make_engine(model: Any, tokenizer: Any, limits: EngineLimits) -> Engine:
+    if model.config.model_type in NO_CONTINUOUS_BATCHING:
+        from inference.static_engine import StaticBatchEngine
+
+        logger.info("%s: static batching (no continuous batching)", model.config.model_type)
+        return StaticBatchEngine(model, tokenizer, limits)
+    from inference.cb_engine import ContinuousBatchingEngine
+
+    return ContinuousBatchingEngine(model, tokenizer, limits)
+
+
+def warmup_prompt(tokenizer: Any, limits: EngineLimits) -> list[int]:
+    """A realistic prompt (instructions, grounding, a question) to warm the engine with."""
+    messages = build_messages(
+        "You are the support assistant of an online shop. Answer briefly and politely.",
+        [("How long does delivery take?", "Orders arrive within three to five working days.")],
+        [],
+        "Where is my order?",
+    )
+    return render_prompt(tokenizer, messages, limits.max_prompt_tokens)
+
+
+def limits_from_env() -> EngineLimits:
+    defaults = EngineLimits()
+    return EngineLimits(
+        max_running=int(os.environ.get("INFERENCE_MAX_RUNNING", defaults.max_running)),
+        max_new_tokens=int(os.environ.get("INFERENCE_MAX_NEW_TOKENS", defaults.max_new_tokens)),
+        max_prompt_tokens=int(
+            os.environ.get("INFERENCE_MAX_PROMPT_TOKENS", defaults.max_prompt_tokens)
+        ),
+    )
+
+
+@dataclass
+class Runtime:
+    engine: Engine
+    publisher: EventPublisher
+    redis: redis.Redis
+    service: AnswerService
+
+    @classmethod
+    def start(cls, redis_url: str, finalize: Callable[[dict[str, Any]], None]) -> Runtime:
+        settings = ModelSettings.from_env()
+        started = time.perf_counter()
+        model, tokenizer = load_model_and_tokenizer(settings)
+        limits = limits_from_env()
+        engine = make_engine(model, tokenizer, limits)
+        engine.warmup(warmup_prompt(tokenizer, limits))
+        logger.info(
+            "model %s (%s, %s) ready in %.1f s; step costs %s",
+            settings.model,
+            settings.quantization.value,
+            settings.device,
+            time.perf_counter() - started,
+            engine.costs,
+        )
+        client = redis.Redis.from_url(redis_url)
+        publisher = EventPublisher(redis_url)
+        service = AnswerService(engine, client, publisher, finalize)
+        return cls(engine=engine, publisher=publisher, redis=client, service=service)

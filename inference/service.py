@@ -1,0 +1,201 @@
+"""Answer one inference request end to end: validate, claim, generate, stream, finalize.
+
+`AnswerService.handle` is what the Celery task runs (in one of the worker's threads). It is
+written against small parts (engine, Redis client, event publisher, a `finalize` callable)
+so the delivery rules are in one readable place:
+
+- at-least-once delivery in, exactly-one answer out: a lease (a redis-py lock that expires
+  unless renewed) makes a redelivered copy of a request that is still being answered wait
+  instead of generating twice; a dead worker's lease expires and the copy takes over. The
+  final `answer.end`/`answer.refused` is sent only after winning `SET NX` on an "answered"
+  key, so a request is answered once and never twice (if the worker dies between that SET
+  and the send, the answer is lost rather than doubled).
+- bad requests are refused with a stable code and a human message, never silently dropped.
+- every request that reaches an end (any reason) is handed to the CPU queue's finalize task.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from inference.contracts import (
+    InferenceRequest,
+    InferenceResult,
+    StreamEventType,
+    cancel_key,
+    conversation_group,
+)
+from inference.engine import Engine, EngineOverloadedError
+from inference.events import EventPublisher
+from inference.prompt import PromptTooLongError, render_prompt
+
+logger = logging.getLogger(__name__)
+
+# A request picked up this long after its deadline is not answered: the customer got a
+# holding reply long ago and has most likely moved on (e.g. a redelivery after a crash).
+STALE_AFTER_S = 120.0
+# The lease outlives a missed renewal or two; a dead worker's requests restart within it.
+LEASE_TTL_S = 10.0
+LEASE_RENEW_S = 2.0
+# How often a waiting task thread checks the cancel key: "stop at the next step" with a
+# decode step of tens of milliseconds.
+CANCEL_POLL_S = 0.05
+ANSWERED_TTL_S = 24 * 3600  # remember answered requests longer than any redelivery
+SEND_TIMEOUT_S = 10.0
+_SITE_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+def answered_key(message_id: str) -> str:
+    return f"inference:answered:{message_id}"
+
+
+def lease_key(message_id: str) -> str:
+    return f"inference:lease:{message_id}"
+
+
+@dataclass(frozen=True)
+class Refusal:
+    code: str
+    message: str
+    finish_reason: str = "error"
+
+
+def check_request(request: InferenceRequest) -> Refusal | None:
+    """Refusal for a request that must not reach the model, or None if it may."""
+    if not _SITE_ID.match(request.site_id or ""):
+        return Refusal("unknown_site", f"site {request.site_id!r} is not a known site id")
+    user_turns = [m for m in request.messages if m.role == "user"]
+    if not user_turns or not user_turns[-1].content.strip():
+        return Refusal("empty_prompt", "the message to answer is empty")
+    if request.max_new_tokens < 1:
+        return Refusal("bad_request", "max_new_tokens must be at least 1")
+    if time.time() > request.deadline + STALE_AFTER_S:
+        return Refusal(
+            "stale_request",
+            "this request's deadline passed long ago; it is not answered any more",
+            finish_reason="deadline",
+        )
+    return None
+
+
+class AnswerService:
+    def __init__(
+        self,
+        engine: Engine,
+        redis_client: redis.Redis,
+        publisher: EventPublisher,
+        finalize: Callable[[dict[str, Any]], None],
+    ) -> None:
+        self.engine = engine
+        self.redis = redis_client
+        self.publisher = publisher
+        self.finalize = finalize
+
+    def handle(self, payload: dict[str, Any]) -> str:
+        """Answer one request; returns what happened (for logs and the task result)."""
+        request = InferenceRequest.from_dict(payload)
+        if self._is_answered(request):
+            return "duplicate"
+        lease = self.redis.lock(lease_key(request.message_id), timeout=LEASE_TTL_S)
+        # Another delivery of this request may be running: wait for it to finish, or for its
+        # lease to lapse (its worker died), whichever comes first.
+        while not lease.acquire(blocking=True, blocking_timeout=LEASE_TTL_S):
+            if self._is_answered(request):
+                return "duplicate"
+        try:
+            if self._is_answered(request):
+                return "duplicate"
+            return self._answer(request, lease)
+        finally:
+            try:
+                lease.release()
+            except redis.exceptions.LockError:
+                logger.warning("lease for %s expired before release", request.message_id)
+
+    def _answer(self, request: InferenceRequest, lease: Any) -> str:
+        refusal = check_request(request)
+        if refusal is not None:
+            return self._refuse(request, refusal)
+        try:
+            prompt_ids = render_prompt(
+                self.engine.tokenizer, request.messages, self.engine.limits.max_prompt_tokens
+            )
+        except PromptTooLongError as error:
+            return self._refuse(request, Refusal("prompt_too_long", str(error)))
+        group = conversation_group(request.conversation_id)
+        try:
+            ticket = self.engine.submit(request, prompt_ids, lambda e: self._send(group, e))
+        except EngineOverloadedError as error:
+            return self._refuse(request, Refusal("overloaded", f"the model is busy: {error}"))
+        next_renew = time.monotonic() + LEASE_RENEW_S
+        while not ticket.done.wait(CANCEL_POLL_S):
+            if self.redis.exists(cancel_key(request.message_id)):
+                self.engine.cancel(ticket)
+            if time.monotonic() >= next_renew:
+                lease.reacquire()
+                next_renew = time.monotonic() + LEASE_RENEW_S
+        result = ticket.result
+        assert result is not None  # set before `done`
+        if result.finish_reason == "error":
+            event = {
+                "type": StreamEventType.ERROR.value,
+                "message_id": request.message_id,
+                "code": "generation_failed",
+                "message": "the answer could not be generated; please try again",
+            }
+        else:
+            event = {
+                "type": StreamEventType.END.value,
+                "message_id": request.message_id,
+                "result": result.to_dict(),
+            }
+        return self._conclude(request, event, result)
+
+    def _refuse(self, request: InferenceRequest, refusal: Refusal) -> str:
+        event = {
+            "type": StreamEventType.REFUSED.value,
+            "message_id": request.message_id,
+            "code": refusal.code,
+            "message": refusal.message,
+        }
+        now = time.time()
+        arrival = request.arrival or now
+        result = InferenceResult(
+            conversation_id=request.conversation_id,
+            message_id=request.message_id,
+            site_id=request.site_id,
+            text="",
+            finish_reason=refusal.finish_reason,
+            prompt_tokens=0,
+            completion_tokens=0,
+            ttft_ms=None,
+            total_ms=round((now - arrival) * 1000, 1),
+        )
+        self._conclude(request, event, result)
+        return f"refused:{refusal.code}"
+
+    def _conclude(
+        self, request: InferenceRequest, event: dict[str, Any], result: InferenceResult
+    ) -> str:
+        """Send the final event and the finalize task, once per message id."""
+        claimed = self.redis.set(answered_key(request.message_id), "1", nx=True, ex=ANSWERED_TTL_S)
+        if not claimed:
+            return "duplicate"
+        group = conversation_group(request.conversation_id)
+        # Wait for Redis to have the final event before finalizing and acking the task.
+        self._send(group, event).result(timeout=SEND_TIMEOUT_S)
+        self.finalize(result.to_dict())
+        return result.finish_reason
+
+    def _is_answered(self, request: InferenceRequest) -> bool:
+        return bool(self.redis.exists(answered_key(request.message_id)))
+
+    def _send(self, group: str, event: dict[str, Any]):  # -> Future[None]
+        return self.publisher.publish(group, event)
