@@ -19,9 +19,13 @@ RECEIVE_TIMEOUT_S = 5.0
 
 
 @pytest.fixture(autouse=True)
-def _clean_redis(redis_url: str) -> None:
-    """Rate-limit counters and queued tasks of one test must not leak into the next."""
-    redis_lib.Redis.from_url(redis_url).flushdb()
+def _clean_chat_keys(redis_url: str) -> None:
+    """Rate-limit counters and queued tasks of one test must not leak into the next (the
+    cache's own keys stay: its entries follow the FAQs through its signals)."""
+    client = redis_lib.Redis.from_url(redis_url)
+    keys = [*client.scan_iter("chat:*"), *client.scan_iter("inference*")]
+    if keys:
+        client.delete(*keys)
 
 
 def make_site(*, cache_enabled: bool = True, sla_ms: int = 300, name: str = "Test shop") -> Site:
@@ -110,3 +114,11 @@ def queued_inference_requests(redis_url: str) -> list[dict[str, Any]]:
         args = body[0]
         requests.append(args[0])
     return requests
+
+
+@pytest.fixture(scope="session")
+def chat_cache():
+    """The process's real semantic cache, loaded once for the session (encoder included)."""
+    from chatplatform.chat import answering
+
+    return answering.get_cache_sync()
