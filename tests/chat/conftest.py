@@ -122,3 +122,66 @@ def chat_cache():
     from chatplatform.chat import answering
 
     return answering.get_cache_sync()
+
+
+@pytest.fixture(scope="session")
+def platform(django_db_setup, django_db_blocker, redis_url: str):
+    """daphne + CPU worker + inference worker (offline model) on the test DB and Redis."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from django.conf import settings
+    from django.db import connection
+
+    from tests.chat.platform import ChatPlatform
+
+    var_dir = Path(settings.VAR_DIR)
+    model_dir = var_dir / "models" / "tiny-deepseek"
+    subprocess.run(
+        [sys.executable, "-m", "inference.build_model", "--out", str(model_dir)],
+        check=True,
+        capture_output=True,
+    )
+    chat = ChatPlatform(connection.settings_dict["NAME"], redis_url, var_dir, model_dir)
+    try:
+        chat.start()
+        with django_db_blocker.unblock():
+            warm_up(chat)
+        yield chat
+    finally:
+        chat.stop()
+
+
+def warm_up(chat) -> None:
+    """One FAQ question through the web process, so its cache (encoder) is loaded before the
+    tests measure anything; the throwaway site is deleted again."""
+    site = make_site(name="warm-up")
+    try:
+        with ws_connect(chat) as socket:
+            ws_send(socket, {"type": "hello", "site_key": site.widget_key})
+            ws_receive_type(socket, "welcome", timeout=30)
+            ws_send(socket, {"type": "message", "client_message_id": "w", "text": "hello?"})
+            ws_receive_type(socket, "ack", timeout=120)
+    finally:
+        site.delete()
+
+
+def ws_connect(chat, origin: str = ORIGIN):
+    from websockets.sync.client import connect
+
+    return connect(chat.ws_url, origin=origin, open_timeout=10)
+
+
+def ws_send(socket, frame: dict[str, Any]) -> None:
+    socket.send(json.dumps(frame))
+
+
+def ws_receive_type(socket, kind: str, timeout: float = RECEIVE_TIMEOUT_S) -> dict[str, Any]:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        frame = json.loads(socket.recv(timeout=max(0.01, deadline - time.monotonic())))
+        if frame["type"] == kind:
+            return frame
