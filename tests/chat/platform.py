@@ -98,6 +98,13 @@ class ChatPlatform:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait()
 
+    def pause(self, name: str) -> None:
+        """Freeze a process (SIGSTOP): e.g. hold the model back while the customer is away."""
+        os.killpg(self.processes[name].pid, signal.SIGSTOP)
+
+    def resume(self, name: str) -> None:
+        os.killpg(self.processes[name].pid, signal.SIGCONT)
+
     def stop(self) -> None:
         for process in self.processes.values():
             if process.poll() is None:

@@ -73,15 +73,19 @@ def test_novel_question_is_streamed_from_the_model_and_finalized(platform) -> No
 
 
 def test_answer_finished_while_away_is_delivered_on_resume(platform) -> None:
-    # given a customer who asks and drops the connection right after the ack
+    # given a customer who asks and drops the connection before the model starts
     site = make_site(sla_ms=20_000)
-    with ws_connect(platform) as socket:
-        ws_send(socket, {"type": "hello", "site_key": site.widget_key})
-        welcome = ws_receive_type(socket, "welcome")
-        ws_send(
-            socket, {"type": "message", "client_message_id": "e3", "text": "Can I rent a tent?"}
-        )
-        ack = ws_receive_type(socket, "ack")
+    platform.pause("worker-inference")
+    try:
+        with ws_connect(platform) as socket:
+            ws_send(socket, {"type": "hello", "site_key": site.widget_key})
+            welcome = ws_receive_type(socket, "welcome")
+            ws_send(
+                socket, {"type": "message", "client_message_id": "e3", "text": "Can I rent a tent?"}
+            )
+            ack = ws_receive_type(socket, "ack")
+    finally:
+        platform.resume("worker-inference")
     # when the answer is finished and stored while they are away
     question = ack["message_id"]
     wait_for(
