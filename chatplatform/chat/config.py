@@ -23,8 +23,11 @@ MESSAGES_PER_MINUTE_PER_CONVERSATION = get_from_env("CHAT_MESSAGES_PER_MINUTE_PE
 MESSAGES_PER_MINUTE_PER_IP = get_from_env("CHAT_MESSAGES_PER_MINUTE_PER_IP", 120, int)
 # Open sockets per address: several tabs for each of a few dozen people behind one NAT.
 CONNECTIONS_PER_IP = get_from_env("CHAT_CONNECTIONS_PER_IP", 50, int)
-# A connection counter whose process died never gets its decrement: let it expire.
-CONNECTION_COUNTER_TTL_S = 3600
+# A socket whose web process died never says goodbye: it stops counting against its address
+# this long after its last frame (the widget pings more often than this while open).
+CONNECTION_COUNT_TTL_S = 600
+# Same for the "someone is connected to this conversation" counter.
+PRESENCE_TTL_S = 3600
 
 # The holding reply must reach the customer inside the SLA: it is sent this long before the
 # deadline if no token has arrived (covers FAQ suggestion lookup + send on a loaded box).

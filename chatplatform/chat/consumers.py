@@ -70,7 +70,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self.delivered: set[str] = set()  # answer ids this socket has sent whole
         self.counted = False
         await self.accept()
-        if not await limits.open_connection(self.client_ip):
+        if not await limits.open_connection(self.client_ip, self.channel_name):
             await self.send_error(
                 ErrorCode.TOO_MANY_CONNECTIONS, "Too many open chats from your network."
             )
@@ -83,7 +83,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if not self.counted:
             return
         metrics.connection_closed()
-        await limits.close_connection(self.client_ip)
+        await limits.close_connection(self.client_ip, self.channel_name)
         if self.conversation_id is not None:
             await self.channel_layer.group_discard(
                 conversation_group(self.conversation_id), self.channel_name
@@ -104,6 +104,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         arrival = time.time()
         try:
+            if self.counted:
+                await limits.touch_connection(self.client_ip, self.channel_name)
             if text_data is None:
                 raise ProtocolError(
                     ErrorCode.BINARY_NOT_SUPPORTED, "Binary frames are not accepted; send JSON."

@@ -59,21 +59,33 @@ def _connections_key(client_ip: str) -> str:
     return f"chat:connections:{client_ip}"
 
 
-async def open_connection(client_ip: str) -> bool:
-    """Count a new socket from `client_ip`; False (and not counted) when over the limit."""
-    key = _connections_key(client_ip)
+async def open_connection(client_ip: str, connection_id: str) -> bool:
+    """Count a new socket from `client_ip`; False (and not counted) when over the limit.
+
+    A sorted set of live sockets scored by when their count lapses: a socket whose process
+    died without a disconnect stops counting after CONNECTION_COUNT_TTL_S instead of blocking
+    its address for good. Live sockets refresh their entry (`touch_connection`) on traffic.
+    """
+    key, now = _connections_key(client_ip), time.time()
     async with redis_client().pipeline(transaction=True) as pipe:
-        pipe.incr(key)
-        pipe.expire(key, config.CONNECTION_COUNTER_TTL_S)
-        count, _ = await pipe.execute()
+        pipe.zremrangebyscore(key, "-inf", now)
+        pipe.zadd(key, {connection_id: now + config.CONNECTION_COUNT_TTL_S})
+        pipe.zcard(key)
+        pipe.expire(key, config.CONNECTION_COUNT_TTL_S)
+        _, _, count, _ = await pipe.execute()
     if int(count) > config.CONNECTIONS_PER_IP:
-        await redis_client().decr(key)
+        await redis_client().zrem(key, connection_id)
         return False
     return True
 
 
-async def close_connection(client_ip: str) -> None:
-    await redis_client().decr(_connections_key(client_ip))
+async def touch_connection(client_ip: str, connection_id: str) -> None:
+    key = _connections_key(client_ip)
+    await redis_client().zadd(key, {connection_id: time.time() + config.CONNECTION_COUNT_TTL_S})
+
+
+async def close_connection(client_ip: str, connection_id: str) -> None:
+    await redis_client().zrem(_connections_key(client_ip), connection_id)
 
 
 def _presence_key(conversation_id: str) -> str:
@@ -85,7 +97,7 @@ async def join_conversation(conversation_id: str) -> None:
     key = _presence_key(conversation_id)
     async with redis_client().pipeline(transaction=True) as pipe:
         pipe.incr(key)
-        pipe.expire(key, config.CONNECTION_COUNTER_TTL_S)
+        pipe.expire(key, config.PRESENCE_TTL_S)
         await pipe.execute()
 
 

@@ -23,6 +23,9 @@
   var BACKOFF_MIN_MS = 500;
   var BACKOFF_MAX_MS = 15000; // a long outage: retry every 15 s, never hammer the server
   var PROTOCOL_VERSION = 1;
+  // Keeps the socket counted as live on the server (it forgets silent ones after 10 min) and
+  // stops proxies from closing an idle connection.
+  var PING_EVERY_MS = 240000;
 
   var STYLE = [
     ":host{all:initial}",
@@ -401,5 +404,6 @@
 
   state.messages.forEach(renderMessage);
   if (state.open) setOpen(true);
+  window.setInterval(function () { send({ type: "ping" }); }, PING_EVERY_MS);
   connect();
 })();
