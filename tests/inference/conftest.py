@@ -1,0 +1,29 @@
+"""Fixtures for the inference tests: the offline models, built once per session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from inference.build_model import build
+
+    return build(tmp_path_factory.mktemp("models") / "tiny-deepseek")
+
+
+@pytest.fixture(scope="session")
+def tiny_moe_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from inference.build_model import build
+
+    return build(tmp_path_factory.mktemp("models") / "tiny-deepseek-v2", arch="deepseek_v2")
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer(tiny_model_dir: Path) -> Any:
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tiny_model_dir)
