@@ -1,0 +1,67 @@
+"""The cache's settings: one dataclass, each default a named constant with its reasoning."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cache.decision import SHIPPED_MIN_CONFIDENCE
+
+DAY_S = 24 * 3600
+
+# Generated answers go stale as products and policies change; a week of reuse captures the
+# traffic bursts that make caching worthwhile while bounding how long a bad one can live.
+GENERATED_TTL_S = 7 * DAY_S
+# A candidate that did not gather enough conversations in a week was not frequent.
+PENDING_TTL_S = 7 * DAY_S
+# Per site. Each generated entry costs one index row (~1.6 KB with its embedding) per process.
+MAX_GENERATED_PER_SITE = 2_000
+MAX_PENDING_PER_SITE = 10_000
+# A generated answer is served to everyone only after this many distinct conversations got a
+# consistent answer to the same question: one customer steering the model cannot poison it.
+ADMISSION_MIN_CONVERSATIONS = 3
+# Cosine similarity two generated answers need to count as "the same answer". Rewordings of
+# one answer score ~0.9 with MiniLM; answers that differ in substance (yes vs no, 14 vs 30 days)
+# usually score lower, and a disagreement only costs a cache entry, never a wrong answer.
+ANSWER_AGREEMENT = 0.85
+# Net thumbs-down that flag an entry (no longer served, listed for review). One net
+# thumbs-down already demotes it (see decision.DEMOTION_MARGIN).
+FLAG_AFTER_NET_NEGATIVE = 3
+# Lookups scoring at least this (but below the serving threshold) are kept as near misses: the
+# admin's list of questions that an extra FAQ phrasing would catch.
+NEAR_MISS_MIN_CONFIDENCE = 0.3
+MAX_NEAR_MISSES_PER_SITE = 500
+# Index rows (phrasings) one process holds over all sites: ~1.6 KB each (384 float32 + text),
+# so 300k rows bound the index at ~0.5 GB. Sites that would exceed it are not loaded (misses).
+MAX_ROWS_PER_PROCESS = 300_000
+# Change stream: other processes see a change within one block period plus a Redis round trip.
+SYNC_BLOCK_MS = 200
+# Hit counters and near misses are flushed to Redis by the sync thread, off the lookup path.
+FLUSH_INTERVAL_S = 1.0
+CHANGE_STREAM_MAXLEN = 100_000  # a process behind by more than this rebuilds from scratch
+EMBEDDING_LRU_SIZE = 10_000  # repeated questions skip the encoder (~1.6 KB each)
+
+
+@dataclass(frozen=True, slots=True)
+class CacheConfig:
+    min_confidence: float = SHIPPED_MIN_CONFIDENCE
+    # "calibrated": the shipped rule (decision.py). "cosine": plain top-1 cosine against
+    # `min_confidence` as the threshold, kept as the baseline the evaluation compares against.
+    rule: str = "calibrated"
+    key_prefix: str = "sc1"
+    generated_ttl_s: int = GENERATED_TTL_S
+    pending_ttl_s: int = PENDING_TTL_S
+    max_generated_per_site: int = MAX_GENERATED_PER_SITE
+    max_pending_per_site: int = MAX_PENDING_PER_SITE
+    admission_min_conversations: int = ADMISSION_MIN_CONVERSATIONS
+    answer_agreement: float = ANSWER_AGREEMENT
+    flag_after_net_negative: int = FLAG_AFTER_NET_NEGATIVE
+    near_miss_min_confidence: float = NEAR_MISS_MIN_CONFIDENCE
+    max_near_misses_per_site: int = MAX_NEAR_MISSES_PER_SITE
+    max_rows_per_process: int = MAX_ROWS_PER_PROCESS
+    sync_block_ms: int = SYNC_BLOCK_MS
+    flush_interval_s: float = FLUSH_INTERVAL_S
+    change_stream_maxlen: int = CHANGE_STREAM_MAXLEN
+    embedding_lru_size: int = EMBEDDING_LRU_SIZE
+    # Start the background thread that follows other processes' changes. Off only for
+    # one-shot tools that own the Redis database (the evaluation).
+    follow_changes: bool = True

@@ -1,0 +1,180 @@
+"""Evaluation of the cache's decision rule on a labelled question set (e.g. Banking77).
+
+    python -m cache.evaluate --train TRAIN.csv --test TEST.csv --variants K \
+        --unknown-intents U --seed S [--rule calibrated|cosine] [--threshold T]
+
+Builds one FAQ per category (cache/banking.py), syncs them into a real SemanticCache on a
+real Redis (a throwaway redis-server unless --redis-url is given), looks up every test
+question through `SemanticCache.lookup` (the consumer's code path, one caller), and prints
+the precision of hits, the hit rate on known categories, the false-hit rate on unknown ones,
+lookup latency p50/p99 and the precision/hit-rate curve over thresholds. The last line is
+one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from cache.banking import read_labelled, simulate_site
+from cache.config import CacheConfig
+from cache.decision import RULE_CALIBRATED, RULE_COSINE, SHIPPED_MIN_CONFIDENCE
+from cache.encoder import load_encoder
+from cache.service import SemanticCache
+from cache.types import LookupResult
+
+SITE = "eval"
+DEFAULT_ONNX_CACHE = Path("var/cache-models")
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    known: bool
+    hit: bool
+    correct: bool  # the served (or, on a miss, the candidate) FAQ has the question's category
+    confidence: float
+    curve_eligible: bool  # a semantic-tier decision or an exact hit (not a guard/gate miss)
+
+
+def summarize(outcomes: list[Outcome], latencies_ms: list[float]) -> dict[str, float]:
+    hits = [o for o in outcomes if o.hit]
+    known = [o for o in outcomes if o.known]
+    unknown = [o for o in outcomes if not o.known]
+    return {
+        "precision": sum(o.correct for o in hits) / len(hits) if hits else 1.0,
+        "hit_rate": sum(o.hit for o in known) / len(known) if known else 0.0,
+        "correct_hit_rate": sum(o.hit and o.correct for o in known) / len(known) if known else 0.0,
+        "unknown_false_hit_rate": sum(o.hit for o in unknown) / len(unknown) if unknown else 0.0,
+        "lookup_p50_ms": float(np.percentile(latencies_ms, 50)),
+        "lookup_p99_ms": float(np.percentile(latencies_ms, 99)),
+        "hits": len(hits),
+        "questions": len(outcomes),
+    }
+
+
+def curve(outcomes: list[Outcome], thresholds: list[float]) -> list[tuple[float, float, float]]:
+    """(threshold, precision, hit rate on known) had the threshold been t, guards kept."""
+    eligible = [o for o in outcomes if o.curve_eligible]
+    known_total = sum(o.known for o in outcomes) or 1
+    points = []
+    for t in thresholds:
+        served = [o for o in eligible if o.confidence >= t]
+        precision = sum(o.correct for o in served) / len(served) if served else 1.0
+        points.append((t, precision, sum(o.known for o in served) / known_total))
+    return points
+
+
+def outcome_of(result: LookupResult, category: str, faq_category: dict[int, str], known: bool):
+    faq_id = result.faq_id if result.hit else result.candidate_faq_id
+    correct = faq_id is not None and faq_category.get(faq_id) == category
+    eligible = result.hit or result.reason == "low_confidence"
+    return Outcome(known, result.hit, correct, result.confidence, eligible)
+
+
+def run(args: argparse.Namespace, redis_url: str) -> dict[str, object]:
+    train = read_labelled(Path(args.train))
+    test = read_labelled(Path(args.test))
+    site = simulate_site(train, args.variants, args.unknown_intents, args.seed)
+    threshold = args.threshold
+    if threshold is None:
+        threshold = SHIPPED_MIN_CONFIDENCE if args.rule == RULE_CALIBRATED else 0.8
+    config = CacheConfig(
+        min_confidence=threshold,
+        rule=args.rule,
+        key_prefix=f"eval-{uuid.uuid4().hex[:8]}",
+        follow_changes=False,
+        near_miss_min_confidence=1.1,  # keep the evaluation from filling near-miss lists
+    )
+    encoder = load_encoder(args.model, Path(args.onnx_cache))
+    cache = SemanticCache(redis_url, encoder, config)
+    try:
+        started = time.perf_counter()
+        for faq in site.faqs:
+            cache.sync_faq(
+                SITE, faq.faq_id, 1, faq.phrasings[0], faq.phrasings[1:], faq.answer, True
+            )
+        sync_s = time.perf_counter() - started
+        faq_category = {faq.faq_id: faq.category for faq in site.faqs}
+        outcomes: list[Outcome] = []
+        latencies: list[float] = []
+        for row in test:
+            began = time.perf_counter()
+            result = cache.lookup(SITE, row.text)
+            latencies.append((time.perf_counter() - began) * 1000.0)
+            known = row.category not in site.unknown
+            outcomes.append(outcome_of(result, row.category, faq_category, known))
+    finally:
+        keys = list(cache.redis.scan_iter(match=f"{config.key_prefix}:*", count=1000))
+        for start in range(0, len(keys), 1000):
+            cache.redis.delete(*keys[start : start + 1000])
+        cache.close()
+
+    summary = summarize(outcomes, latencies)
+    print(
+        f"rule={args.rule} threshold={threshold} K={args.variants} U={args.unknown_intents} "
+        f"seed={args.seed}: {len(site.faqs)} FAQs synced in {sync_s:.1f} s, "
+        f"{len(test)} test questions"
+    )
+    print(
+        f"precision {summary['precision']:.4f}  hit rate (known) {summary['hit_rate']:.4f}  "
+        f"correct hit rate {summary['correct_hit_rate']:.4f}  "
+        f"unknown false-hit rate {summary['unknown_false_hit_rate']:.4f}"
+    )
+    print(f"lookup p50 {summary['lookup_p50_ms']:.2f} ms  p99 {summary['lookup_p99_ms']:.2f} ms")
+    grid = (
+        [0.5, 0.7, 0.8, 0.9, 0.95, 0.97, 0.98, 0.99, 0.995]
+        if args.rule == RULE_CALIBRATED
+        else [0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95]
+    )
+    print("threshold  precision  hit_rate")
+    for t, precision, hit_rate in curve(outcomes, grid):
+        print(f"{t:9.3f}  {precision:9.4f}  {hit_rate:8.4f}")
+    return {
+        **summary,
+        "rule": args.rule,
+        "threshold": threshold,
+        "variants": args.variants,
+        "unknown_intents": args.unknown_intents,
+        "seed": args.seed,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--train", required=True)
+    parser.add_argument("--test", required=True)
+    parser.add_argument("--variants", type=int, required=True, help="phrasings per FAQ (K)")
+    parser.add_argument("--unknown-intents", type=int, required=True, help="categories left out")
+    parser.add_argument("--seed", type=int, required=True)
+    parser.add_argument("--rule", choices=[RULE_CALIBRATED, RULE_COSINE], default=RULE_CALIBRATED)
+    parser.add_argument("--threshold", type=float, default=None, help="default: shipped")
+    parser.add_argument("--redis-url", default=None, help="default: a throwaway redis-server")
+    parser.add_argument("--model", default="", help="model directory; default: bundled MiniLM")
+    parser.add_argument("--onnx-cache", default=str(DEFAULT_ONNX_CACHE))
+    args = parser.parse_args(argv)
+    if args.redis_url:
+        result = run(args, args.redis_url)
+    else:
+        # The project's embedded redis-server helper (plain Python, no Django).
+        from chatplatform.embedded_redis import EmbeddedRedis, free_port
+
+        server = EmbeddedRedis(free_port(), Path(tempfile.mkdtemp(prefix="eval-redis-")), False)
+        try:
+            result = run(args, server.start())
+        finally:
+            server.stop()
+            server.remove_data()
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

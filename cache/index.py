@@ -1,0 +1,141 @@
+"""A process's in-memory view of one site's servable entries.
+
+Lookups never touch Redis: the exact tier is a dict from normalized phrasing to entry, the
+semantic tier one matrix product over the site's phrasing embeddings. Writers (the sync
+thread, or this process's own writes) change `entries` under a lock and mark the index dirty;
+the next lookup builds a fresh immutable `Snapshot` and swaps it in, so a lookup always reads
+one consistent snapshot without holding a lock during the search.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from cache.decision import Decision, decide
+from cache.types import Entry, State
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    entries: list[Entry]  # servable entries; a group index points here
+    exact: dict[str, int]  # normalized phrasing -> index into entries
+    matrix: np.ndarray  # [R, dim] float32: every phrasing of every entry
+    row_groups: np.ndarray  # [R] int32: entry index of each row
+    row_phrasing: np.ndarray  # [R] int32: phrasing index within its entry
+    group_rows: list[np.ndarray]  # per entry: its row indices
+
+    @property
+    def rows(self) -> int:
+        return int(self.matrix.shape[0])
+
+
+def servable(entry: Entry, now: float) -> bool:
+    return entry.state == State.ACTIVE and (entry.expires_at is None or entry.expires_at > now)
+
+
+def build_snapshot(entries: list[Entry], dim: int, normalize: Callable[[str], str]) -> Snapshot:
+    exact: dict[str, int] = {}
+    blocks: list[np.ndarray] = []
+    groups: list[np.ndarray] = []
+    phrasing: list[np.ndarray] = []
+    group_rows: list[np.ndarray] = []
+    start = 0
+    for index, entry in enumerate(entries):
+        count = entry.embeddings.shape[0]
+        blocks.append(entry.embeddings)
+        groups.append(np.full(count, index, dtype=np.int32))
+        phrasing.append(np.arange(count, dtype=np.int32))
+        group_rows.append(np.arange(start, start + count))
+        start += count
+        for question in entry.questions:
+            # FAQ phrasings win an exact-key clash with generated entries: they are curated.
+            key = normalize(question)
+            current = exact.get(key)
+            if current is None or entries[current].faq_id is None:
+                exact[key] = index
+    matrix = np.concatenate(blocks) if blocks else np.zeros((0, dim), dtype=np.float32)
+    return Snapshot(
+        entries=entries,
+        exact=exact,
+        matrix=np.ascontiguousarray(matrix, dtype=np.float32),
+        row_groups=np.concatenate(groups) if groups else np.zeros(0, dtype=np.int32),
+        row_phrasing=np.concatenate(phrasing) if phrasing else np.zeros(0, dtype=np.int32),
+        group_rows=group_rows,
+    )
+
+
+class SiteIndex:
+    def __init__(self, site_id: str, dim: int, normalize: Callable[[str], str]) -> None:
+        self.site_id = site_id
+        self.dim = dim
+        self._normalize = normalize
+        self.entries: dict[str, Entry] = {}
+        self._lock = threading.Lock()
+        self._snapshot: Snapshot | None = None
+
+    def upsert(self, entry: Entry) -> None:
+        with self._lock:
+            self.entries[entry.entry_id] = entry
+            self._snapshot = None
+
+    def remove(self, entry_id: str) -> bool:
+        with self._lock:
+            removed = self.entries.pop(entry_id, None) is not None
+            self._snapshot = None
+            return removed
+
+    def clear(self, predicate: Callable[[Entry], bool] | None = None) -> None:
+        with self._lock:
+            if predicate is None:
+                self.entries.clear()
+            else:
+                self.entries = {k: e for k, e in self.entries.items() if not predicate(e)}
+            self._snapshot = None
+
+    def row_count(self) -> int:
+        return sum(e.embeddings.shape[0] for e in self.entries.values())
+
+    def snapshot(self) -> Snapshot:
+        current = self._snapshot
+        if current is not None:
+            return current
+        with self._lock:
+            if self._snapshot is None:
+                now = time.time()
+                live = [e for e in self.entries.values() if servable(e, now)]
+                self._snapshot = build_snapshot(live, self.dim, self._normalize)
+            return self._snapshot
+
+
+def search(snapshot: Snapshot, vector: np.ndarray, rule: str) -> Decision | None:
+    """The decision for one question vector, or None when the site has no rows."""
+    if snapshot.rows == 0:
+        return None
+    sims = snapshot.matrix @ vector  # [R]
+    return decide(sims, snapshot.row_groups, snapshot.group_rows, rule)
+
+
+def nearest_entries(snapshot: Snapshot, vector: np.ndarray, k: int) -> list[tuple[int, int, float]]:
+    """Up to k distinct entries nearest the vector: (entry index, phrasing row, cosine)."""
+    if snapshot.rows == 0 or k <= 0:
+        return []
+    sims = snapshot.matrix @ vector
+    take = min(snapshot.rows, max(k * 8, 32))  # several phrasings per entry may crowd the top
+    top = np.argpartition(-sims, take - 1)[:take] if snapshot.rows > take else np.arange(take)
+    top = top[np.argsort(-sims[top], kind="stable")]
+    found: list[tuple[int, int, float]] = []
+    seen: set[int] = set()
+    for row in top:
+        group = int(snapshot.row_groups[row])
+        if group in seen:
+            continue
+        seen.add(group)
+        found.append((group, int(row), float(sims[row])))
+        if len(found) == k:
+            break
+    return found

@@ -1,0 +1,596 @@
+"""SemanticCache: the one object callers use (lookups, FAQ sync, admission, feedback, admin).
+
+Reads are served from this process's in-memory indexes (index.py) and never wait on Redis;
+writes go to Redis first, are applied to this process's index at once, and reach every other
+process through the change stream that sync.ChangeFollower follows (~0.2 s). Hit counters and
+near misses are buffered in memory and flushed by that same thread about once a second.
+
+Sync methods have async twins named `a...`; the lookups' twins await the batched encoder
+instead of blocking the event loop; the rest run their Redis work in a thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import re
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass
+
+import numpy as np
+import redis
+
+from cache import admission
+from cache.config import CacheConfig
+from cache.decision import Decision, required_confidence
+from cache.embedding import EmbeddingService
+from cache.encoder import Encoder
+from cache.guards import extract_values, is_follow_up, personal_data_kinds
+from cache.index import SiteIndex, Snapshot, nearest_entries, search
+from cache.normalize import CheckedQuestion, Rejection, check_question, normalize
+from cache.store import Store
+from cache.sync import ChangeFollower
+from cache.types import (
+    Entry,
+    GeneratedSummary,
+    LookupResult,
+    Miss,
+    NearMiss,
+    Source,
+    State,
+    Suggestion,
+    Tier,
+)
+
+logger = logging.getLogger(__name__)
+
+# Site ids become part of Redis keys and entry ids: keep them to a safe alphabet.
+_SITE_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+MAX_SUGGESTIONS = 10
+
+
+def faq_entry_id(site_id: str, faq_id: int) -> str:
+    return f"{site_id}:faq:{faq_id}"
+
+
+def generated_entry_id(site_id: str, normalized_question: str) -> str:
+    """One id per distinct normalized question: offers of the same question meet here."""
+    digest = hashlib.sha256(normalized_question.encode()).hexdigest()[:20]
+    return f"{site_id}:gen:{digest}"
+
+
+def site_of(entry_id: str) -> str:
+    return entry_id.split(":", 1)[0]
+
+
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    """A question that passed the gate and the exact tier, ready for the semantic tier."""
+
+    site_id: str
+    checked: CheckedQuestion
+    snapshot: Snapshot
+    start: float
+
+
+@dataclass(frozen=True, slots=True)
+class FaqRecord:
+    """What sync_faq needs from one FAQ (the management command's rebuild passes a list)."""
+
+    faq_id: int
+    version: int
+    question: str
+    variants: list[str]
+    answer: str
+    active: bool
+
+
+class SemanticCache:
+    def __init__(self, redis_url: str, encoder: Encoder, config: CacheConfig | None = None) -> None:
+        self.config = config or CacheConfig()
+        self.redis = redis.Redis.from_url(redis_url)
+        self.store = Store(self.redis, self.config.key_prefix, self.config.change_stream_maxlen)
+        self.embeddings = EmbeddingService(encoder, self.config.embedding_lru_size)
+        self._indexes: dict[str, SiteIndex] = {}
+        self._indexes_lock = threading.Lock()
+        self._policies: dict[str, float] = {}
+        self._buffer_lock = threading.Lock()
+        self._hits: Counter[str] = Counter()
+        self._near: list[NearMiss] = []
+        self.last_change_id = "0-0"
+        self.rebuild()
+        self._follower: ChangeFollower | None = None
+        if self.config.follow_changes:
+            self._follower = ChangeFollower(self)
+            self._follower.start()
+
+    # --- process state -----------------------------------------------------------------------
+
+    def rebuild(self) -> None:
+        """Reload every site's entries from Redis (at start, and after losing the stream)."""
+        # Read the stream position first: changes made while loading are replayed after.
+        self.last_change_id = self.store.last_change_id()
+        fresh: dict[str, SiteIndex] = {}
+        rows = 0
+        for site_id in self.store.site_ids():
+            index = SiteIndex(site_id, self.embeddings.dim, normalize)
+            for entry in self.store.load_site(site_id):
+                if entry.state == State.ACTIVE:
+                    index.upsert(entry)
+            site_rows = index.row_count()
+            if rows + site_rows > self.config.max_rows_per_process:
+                logger.error(
+                    "cache: site %s not loaded: %d rows would pass the process bound of %d",
+                    site_id, site_rows, self.config.max_rows_per_process,
+                )  # fmt: skip
+                continue
+            rows += site_rows
+            fresh[site_id] = index
+        with self._indexes_lock:
+            self._indexes = fresh
+        self._policies = self.store.policies()
+
+    def _index(self, site_id: str) -> SiteIndex:
+        index = self._indexes.get(site_id)
+        if index is None:
+            with self._indexes_lock:
+                index = self._indexes.setdefault(
+                    site_id, SiteIndex(site_id, self.embeddings.dim, normalize)
+                )
+        return index
+
+    def row_count(self) -> int:
+        return sum(index.row_count() for index in list(self._indexes.values()))
+
+    def apply_change(self, site_id: str, op: str, entry_ids: list[str]) -> None:
+        """Bring this process's index in line with one change (from the stream or ourselves)."""
+        if op == "policy":
+            self._policies = self.store.policies()
+            return
+        index = self._index(site_id)
+        if op == "delete":
+            for entry_id in entry_ids:
+                index.remove(entry_id)
+            return
+        if op != "upsert":
+            logger.warning("cache: unknown change op %r ignored", op)
+            return
+        for entry_id, entry in self.store.load_many(entry_ids).items():
+            if entry is None or entry.state != State.ACTIVE:
+                index.remove(entry_id)
+            else:
+                index.upsert(entry)
+
+    def _changed(self, site_id: str, op: str, entry_ids: list[str]) -> None:
+        """Publish a change already written to Redis, and apply it here at once."""
+        self.store.publish(site_id, op, entry_ids)
+        self.apply_change(site_id, op, entry_ids)
+
+    def flush(self) -> None:
+        """Write buffered hit counts and near misses to Redis (called by the sync thread)."""
+        with self._buffer_lock:
+            hits, self._hits = self._hits, Counter()
+            near, self._near = self._near, []
+        if not hits and not near:
+            return
+        keys = self.store.keys
+        now = time.time()
+        pipe = self.redis.pipeline(transaction=False)
+        for entry_id, count in hits.items():
+            key = keys.entry(entry_id)
+            # Only count on a hash that still exists: HINCRBY would resurrect a deleted entry.
+            pipe.eval(
+                "if redis.call('EXISTS', KEYS[1]) == 1 then "
+                "return redis.call('HINCRBY', KEYS[1], 'hits', ARGV[1]) end return 0",
+                1, key, count,
+            )  # fmt: skip
+            if ":gen:" in entry_id:
+                pipe.zadd(keys.site_generated(site_of(entry_id)), {entry_id: now}, xx=True)
+        for miss in near:
+            key = keys.near_misses(miss.site_id)
+            pipe.lpush(key, json.dumps(_near_dict(miss)))
+            pipe.ltrim(key, 0, self.config.max_near_misses_per_site - 1)
+        pipe.execute()
+
+    def close(self) -> None:
+        if self._follower is not None:
+            self._follower.stop()
+            self._follower.join(timeout=5)
+        self.flush()
+        self.redis.close()
+
+    # --- lookups -----------------------------------------------------------------------------
+
+    def _miss(self, start: float, reason: Miss, confidence: float = 0.0) -> LookupResult:
+        return LookupResult(
+            hit=False,
+            answer=None,
+            entry_id=None,
+            tier=None,
+            confidence=confidence,
+            faq_id=None,
+            reason=reason.value,
+            latency_ms=(time.perf_counter() - start) * 1000.0,
+        )
+
+    def _hit(self, start: float, entry: Entry, tier: Tier, confidence: float) -> LookupResult:
+        with self._buffer_lock:
+            self._hits[entry.entry_id] += 1
+        return LookupResult(
+            hit=True,
+            answer=entry.answer,
+            entry_id=entry.entry_id,
+            tier=tier.value,
+            confidence=confidence,
+            faq_id=entry.faq_id,
+            reason=Miss.NONE.value,
+            latency_ms=(time.perf_counter() - start) * 1000.0,
+            candidate_entry_id=entry.entry_id,
+            candidate_faq_id=entry.faq_id,
+        )
+
+    def _prepare(
+        self, site_id: object, question: object, history: list[str] | None
+    ) -> _Prepared | LookupResult:
+        """Input gate, follow-up bypass and the exact tier: everything before the encoder."""
+        start = time.perf_counter()
+        if not isinstance(site_id, str) or not _SITE_ID.match(site_id):
+            return self._miss(start, Miss.INVALID_INPUT)
+        checked = check_question(question)
+        if isinstance(checked, Rejection):
+            return self._miss(start, Miss(checked.reason))
+        if is_follow_up(checked.normalized, history):
+            return self._miss(start, Miss.FOLLOW_UP)
+        index = self._indexes.get(site_id)
+        if index is None:
+            return self._miss(start, Miss.NO_ENTRY)
+        snapshot = index.snapshot()
+        if snapshot.rows == 0:
+            return self._miss(start, Miss.NO_ENTRY)
+        exact = snapshot.exact.get(checked.normalized)
+        if exact is not None:
+            entry = snapshot.entries[exact]
+            if entry.expires_at is not None and entry.expires_at <= time.time():
+                index.remove(entry.entry_id)
+                return self._miss(start, Miss.EXPIRED)
+            return self._hit(start, entry, Tier.EXACT, 1.0)
+        return _Prepared(site_id, checked, snapshot, start)
+
+    def _decide(self, prepared: _Prepared, vector: np.ndarray) -> LookupResult:
+        snapshot = prepared.snapshot
+        decision = search(snapshot, vector, self.config.rule)
+        if decision is None:
+            return self._miss(prepared.start, Miss.NO_ENTRY)
+        entry = snapshot.entries[decision.group]
+        threshold = self._policies.get(prepared.site_id, self.config.min_confidence)
+        if decision.confidence < required_confidence(threshold, entry.demoted):
+            self._note_near_miss(prepared, entry, decision)
+            return self._candidate_miss(prepared.start, Miss.LOW_CONFIDENCE, entry, decision)
+        values = extract_values(prepared.checked.text)
+        if values not in entry.values:
+            return self._candidate_miss(prepared.start, Miss.VALUE_MISMATCH, entry, decision)
+        if entry.expires_at is not None and entry.expires_at <= time.time():
+            self._index(prepared.site_id).remove(entry.entry_id)
+            return self._miss(prepared.start, Miss.EXPIRED)
+        return self._hit(prepared.start, entry, Tier.SEMANTIC, decision.confidence)
+
+    def _candidate_miss(
+        self, start: float, reason: Miss, entry: Entry, decision: Decision
+    ) -> LookupResult:
+        return LookupResult(
+            hit=False,
+            answer=None,
+            entry_id=None,
+            tier=None,
+            confidence=decision.confidence,
+            faq_id=None,
+            reason=reason.value,
+            latency_ms=(time.perf_counter() - start) * 1000.0,
+            candidate_entry_id=entry.entry_id,
+            candidate_faq_id=entry.faq_id,
+        )
+
+    def _note_near_miss(self, prepared: _Prepared, entry: Entry, decision: Decision) -> None:
+        if decision.confidence < self.config.near_miss_min_confidence:
+            return
+        if personal_data_kinds(prepared.checked.text):
+            return  # customer data is never kept in shared admin lists
+        miss = NearMiss(
+            site_id=prepared.site_id,
+            question=prepared.checked.text,
+            entry_id=entry.entry_id,
+            faq_id=entry.faq_id,
+            confidence=round(decision.confidence, 4),
+            at=time.time(),
+        )
+        with self._buffer_lock:
+            self._near.append(miss)
+
+    def lookup(
+        self,
+        site_id: str,
+        question: str,
+        *,
+        conversation_id: str | None = None,
+        history: list[str] | None = None,
+    ) -> LookupResult:
+        """The cached answer for a customer question, or a miss with its reason. Never raises.
+
+        `conversation_id` is accepted for symmetry with the consumer's call (and logging);
+        served entries are shared by design, so it does not change the result.
+        """
+        prepared = self._prepare(site_id, question, history)
+        if isinstance(prepared, LookupResult):
+            return prepared
+        try:
+            vector = self.embeddings.embed(prepared.checked.text)
+        except Exception:  # noqa: BLE001 - a broken encoder must cost a miss, not the chat
+            logger.exception("cache: encoder failed; answering as a miss")
+            return self._miss(prepared.start, Miss.ENCODER_ERROR)
+        return self._decide(prepared, vector)
+
+    async def alookup(
+        self,
+        site_id: str,
+        question: str,
+        *,
+        conversation_id: str | None = None,
+        history: list[str] | None = None,
+    ) -> LookupResult:
+        """Async twin of `lookup`: the encoder runs batched in its own thread."""
+        prepared = self._prepare(site_id, question, history)
+        if isinstance(prepared, LookupResult):
+            return prepared
+        try:
+            vector = await self.embeddings.aembed(prepared.checked.text)
+        except Exception:  # noqa: BLE001 - see lookup
+            logger.exception("cache: encoder failed; answering as a miss")
+            return self._miss(prepared.start, Miss.ENCODER_ERROR)
+        return self._decide(prepared, vector)
+
+    def _suggest(self, site_id: object, vector: np.ndarray, k: int) -> list[Suggestion]:
+        index = self._indexes.get(site_id) if isinstance(site_id, str) else None
+        if index is None:
+            return []
+        snapshot = index.snapshot()
+        found: list[Suggestion] = []
+        for group, _row, score in nearest_entries(snapshot, vector, k * 3):
+            entry = snapshot.entries[group]
+            if entry.faq_id is None:
+                continue  # only curated FAQs ground prompts and holding replies
+            found.append(Suggestion(entry.faq_id, entry.questions[0], entry.answer, score))
+            if len(found) == k:
+                break
+        return found
+
+    def _suggest_input(self, site_id: object, question: object, k: int) -> CheckedQuestion | None:
+        if not isinstance(site_id, str) or site_id not in self._indexes:
+            return None
+        checked = check_question(question)
+        if isinstance(checked, Rejection) or not 0 < k <= MAX_SUGGESTIONS:
+            return None
+        return checked
+
+    def nearest_faqs(self, site_id: str, question: str, k: int = 3) -> list[Suggestion]:
+        """The k FAQs nearest the question (any confidence), best first; [] on bad input."""
+        checked = self._suggest_input(site_id, question, k)
+        if checked is None:
+            return []
+        try:
+            return self._suggest(site_id, self.embeddings.embed(checked.text), k)
+        except Exception:  # noqa: BLE001 - suggestions are optional help, never an error
+            logger.exception("cache: suggestions failed")
+            return []
+
+    async def anearest_faqs(self, site_id: str, question: str, k: int = 3) -> list[Suggestion]:
+        checked = self._suggest_input(site_id, question, k)
+        if checked is None:
+            return []
+        try:
+            return self._suggest(site_id, await self.embeddings.aembed(checked.text), k)
+        except Exception:  # noqa: BLE001 - see nearest_faqs
+            logger.exception("cache: suggestions failed")
+            return []
+
+    # --- FAQ-derived entries -----------------------------------------------------------------
+
+    def _check_site(self, site_id: str) -> None:
+        if not _SITE_ID.match(site_id):
+            raise ValueError(f"invalid site id {site_id!r}")
+
+    def sync_faq(
+        self,
+        site_id: str,
+        faq_id: int,
+        version: int,
+        question: str,
+        variants: list[str],
+        answer: str,
+        active: bool,
+    ) -> bool:
+        """Create or refresh the FAQ's entry (or remove it when inactive). True if written.
+
+        An older version than the one stored is ignored, so out-of-order syncs cannot bring
+        back a stale answer.
+        """
+        self._check_site(site_id)
+        if not active:
+            self.remove_faq(site_id, faq_id)
+            return False
+        entry_id = faq_entry_id(site_id, faq_id)
+        current = self.store.load(entry_id)
+        if current is not None and (current.faq_version or 0) > version:
+            return False
+        phrasings: dict[str, str] = {}
+        for text in [question, *variants]:
+            checked = check_question(text)
+            if isinstance(checked, CheckedQuestion):
+                phrasings.setdefault(checked.normalized, checked.text)
+        if not phrasings or not answer.strip():
+            self.remove_faq(site_id, faq_id)
+            return False
+        questions = list(phrasings.values())
+        entry = Entry(
+            entry_id=entry_id,
+            site_id=site_id,
+            source=Source.FAQ,
+            questions=questions,
+            answer=answer,
+            embeddings=self.embeddings.embed_many(questions),
+            faq_id=faq_id,
+            faq_version=version,
+            created_at=time.time(),
+            values=[extract_values(q) for q in questions],
+        )
+        pipe = self.redis.pipeline(transaction=True)
+        self.store.save(entry, pipe)
+        self.store.publish(site_id, "upsert", [entry_id], pipe)
+        pipe.execute()
+        self.apply_change(site_id, "upsert", [entry_id])
+        return True
+
+    def remove_faq(self, site_id: str, faq_id: int) -> bool:
+        entry_id = faq_entry_id(site_id, faq_id)
+        removed = self.store.delete(site_id, [entry_id]) > 0
+        self._changed(site_id, "delete", [entry_id])
+        return removed
+
+    def rebuild_site_faqs(self, site_id: str, faqs: list[FaqRecord]) -> int:
+        """Make the site's FAQ entries exactly `faqs` (the management command). Returns count."""
+        self._check_site(site_id)
+        wanted = {faq_entry_id(site_id, f.faq_id) for f in faqs if f.active}
+        stale = [
+            entry_id
+            for entry_id in self.store.site_entry_ids(site_id)
+            if ":faq:" in entry_id and entry_id not in wanted
+        ]
+        if stale:
+            self.store.delete(site_id, stale)
+            self._changed(site_id, "delete", stale)
+        written = 0
+        for faq in faqs:
+            written += self.sync_faq(
+                site_id, faq.faq_id, faq.version, faq.question, faq.variants, faq.answer, faq.active
+            )
+        return written
+
+    # --- generated entries -------------------------------------------------------------------
+
+    def offer_generated(
+        self, site_id: str, question: str, answer: str, conversation_id: str
+    ) -> str:
+        """Offer a model answer for caching; returns the admission state (an Admission code)."""
+        return admission.offer(self, site_id, question, answer, conversation_id).value
+
+    def approve_generated(self, entry_id: str) -> bool:
+        """An admin's approval: the entry is served from now on (fresh TTL)."""
+        return admission.set_state(self, entry_id, State.ACTIVE, note="admin")
+
+    def reject_generated(self, entry_id: str) -> bool:
+        return admission.set_state(self, entry_id, State.REJECTED, note="admin")
+
+    def purge_generated(self, site_id: str) -> int:
+        """Delete all the site's generated entries (any state). Returns how many."""
+        self._check_site(site_id)
+        ids = [e for e in self.store.site_entry_ids(site_id) if ":gen:" in e]
+        count = self.store.delete(site_id, ids)
+        if ids:
+            self._changed(site_id, "delete", ids)
+        return count
+
+    def delete_entry(self, entry_id: str) -> bool:
+        site_id = site_of(entry_id)
+        removed = self.store.delete(site_id, [entry_id]) > 0
+        self._changed(site_id, "delete", [entry_id])
+        return removed
+
+    def record_feedback(self, entry_id: str, positive: bool) -> str | None:
+        """A customer's thumbs up/down on a cached answer. Returns the entry's state after.
+
+        One net thumbs-down demotes the entry (it needs more confidence to be served); at
+        `flag_after_net_negative` it is flagged: no longer served, listed for review.
+        """
+        key = self.store.keys.entry(entry_id)
+        if not self.redis.exists(key):
+            return None
+        self.redis.hincrby(key, "pos" if positive else "neg", 1)
+        entry = self.store.load(entry_id)
+        if entry is None:
+            return None
+        if (
+            entry.state == State.ACTIVE
+            and entry.negative - entry.positive >= self.config.flag_after_net_negative
+        ):
+            self.redis.hset(key, mapping={"state": State.FLAGGED.value, "note": "feedback"})
+            entry.state = State.FLAGGED
+        self._changed(entry.site_id, "upsert", [entry_id])
+        return entry.state.value
+
+    # --- admin reads -------------------------------------------------------------------------
+
+    def get_entry(self, entry_id: str) -> Entry | None:
+        return self.store.load(entry_id)
+
+    def list_generated(self, site_id: str, state: str | None = None) -> list[GeneratedSummary]:
+        """The site's generated entries (optionally one state), most hit first."""
+        entries = [
+            e
+            for e in self.store.load_site(site_id)
+            if e.source == Source.GENERATED and (state is None or e.state.value == state)
+        ]
+        entries.sort(key=lambda e: (-e.hits, -e.created_at))
+        return [
+            GeneratedSummary(
+                entry_id=e.entry_id,
+                site_id=e.site_id,
+                question=e.questions[0],
+                answer=e.answer,
+                state=e.state.value,
+                hits=e.hits,
+                positive=e.positive,
+                negative=e.negative,
+                conversations=e.conversations,
+                created_at=e.created_at,
+                expires_at=e.expires_at,
+            )
+            for e in entries
+        ]
+
+    def list_near_misses(self, site_id: str, limit: int = 100) -> list[NearMiss]:
+        raw = self.redis.lrange(self.store.keys.near_misses(site_id), 0, limit - 1)
+        return [NearMiss(**json.loads(item)) for item in raw]
+
+    def set_site_policy(self, site_id: str, min_confidence: float | None) -> None:
+        """Override the serving threshold for one site (None = the shipped default)."""
+        self._check_site(site_id)
+        if min_confidence is not None and not 0.0 <= min_confidence <= 1.0:
+            raise ValueError("min_confidence must be within [0, 1]")
+        self.store.set_policy(site_id, min_confidence)
+        self._changed(site_id, "policy", [])
+
+    # --- async twins of the writers (Redis and encoder work in a thread) ---------------------
+
+    async def aoffer_generated(
+        self, site_id: str, question: str, answer: str, conversation_id: str
+    ) -> str:
+        return await asyncio.to_thread(
+            self.offer_generated, site_id, question, answer, conversation_id
+        )
+
+    async def arecord_feedback(self, entry_id: str, positive: bool) -> str | None:
+        return await asyncio.to_thread(self.record_feedback, entry_id, positive)
+
+
+def _near_dict(miss: NearMiss) -> dict[str, object]:
+    return {
+        "site_id": miss.site_id,
+        "question": miss.question,
+        "entry_id": miss.entry_id,
+        "faq_id": miss.faq_id,
+        "confidence": miss.confidence,
+        "at": miss.at,
+    }

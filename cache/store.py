@@ -1,0 +1,232 @@
+"""Redis persistence of entries, and the change stream every process follows.
+
+Key layout (prefix `sc1`, one Redis database shared by all processes):
+
+    {p}:e:{entry_id}          hash: one entry (questions JSON, answer, embeddings as float32
+                              bytes, state, source, FAQ id/version, counters, times)
+    {p}:e:{entry_id}:convs    set: conversations that produced a pending generated answer
+    {p}:s:{site}:entries      set: ids of all the site's entries (any state)
+    {p}:s:{site}:gen          zset: active generated entries by last use (LRU eviction)
+    {p}:s:{site}:pending      zset: pending generated entries by creation time
+    {p}:s:{site}:near         list: recent near misses (JSON), newest first
+    {p}:sites                 set: sites that have entries
+    {p}:policy                hash: site -> serving threshold override (JSON float)
+    {p}:changes               stream: {site, op, ids} per change, capped
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+import redis
+
+from cache.guards import extract_values
+from cache.types import Entry, Source, State
+
+LOAD_CHUNK = 500  # entries fetched per pipeline round trip when loading a site
+
+
+class Keys:
+    def __init__(self, prefix: str) -> None:
+        self.p = prefix
+
+    def entry(self, entry_id: str) -> str:
+        return f"{self.p}:e:{entry_id}"
+
+    def convs(self, entry_id: str) -> str:
+        return f"{self.p}:e:{entry_id}:convs"
+
+    def site_entries(self, site_id: str) -> str:
+        return f"{self.p}:s:{site_id}:entries"
+
+    def site_generated(self, site_id: str) -> str:
+        return f"{self.p}:s:{site_id}:gen"
+
+    def site_pending(self, site_id: str) -> str:
+        return f"{self.p}:s:{site_id}:pending"
+
+    def near_misses(self, site_id: str) -> str:
+        return f"{self.p}:s:{site_id}:near"
+
+    @property
+    def sites(self) -> str:
+        return f"{self.p}:sites"
+
+    @property
+    def policy(self) -> str:
+        return f"{self.p}:policy"
+
+    @property
+    def changes(self) -> str:
+        return f"{self.p}:changes"
+
+
+def entry_to_mapping(entry: Entry) -> dict[str, str | bytes | float | int]:
+    return {
+        "site": entry.site_id,
+        "source": entry.source.value,
+        "questions": json.dumps(entry.questions),
+        "answer": entry.answer,
+        "emb": np.ascontiguousarray(entry.embeddings, dtype=np.float32).tobytes(),
+        "dim": int(entry.embeddings.shape[1]),
+        "state": entry.state.value,
+        "faq_id": "" if entry.faq_id is None else entry.faq_id,
+        "faq_version": "" if entry.faq_version is None else entry.faq_version,
+        "created_at": entry.created_at,
+        "expires_at": "" if entry.expires_at is None else entry.expires_at,
+        "hits": entry.hits,
+        "pos": entry.positive,
+        "neg": entry.negative,
+        "convs": entry.conversations,
+        "note": entry.note,
+    }
+
+
+def _optional_int(raw: bytes | None) -> int | None:
+    return int(raw) if raw else None
+
+
+def entry_from_mapping(entry_id: str, data: dict[bytes, bytes]) -> Entry | None:
+    """The entry of a stored hash, or None when the hash is missing or incomplete."""
+    if not data or b"emb" not in data:
+        return None
+    dim = int(data[b"dim"])
+    questions = json.loads(data[b"questions"])
+    embeddings = np.frombuffer(data[b"emb"], dtype=np.float32).reshape(-1, dim)
+    return Entry(
+        entry_id=entry_id,
+        site_id=data[b"site"].decode(),
+        source=Source(data[b"source"].decode()),
+        questions=questions,
+        answer=data[b"answer"].decode(),
+        embeddings=embeddings,
+        state=State(data[b"state"].decode()),
+        faq_id=_optional_int(data.get(b"faq_id")),
+        faq_version=_optional_int(data.get(b"faq_version")),
+        created_at=float(data.get(b"created_at") or 0.0),
+        expires_at=float(data[b"expires_at"]) if data.get(b"expires_at") else None,
+        hits=int(data.get(b"hits") or 0),
+        positive=int(data.get(b"pos") or 0),
+        negative=int(data.get(b"neg") or 0),
+        conversations=int(data.get(b"convs") or 0),
+        note=(data.get(b"note") or b"").decode(),
+        values=[extract_values(q) for q in questions],
+    )
+
+
+class Store:
+    def __init__(self, client: redis.Redis, prefix: str, stream_maxlen: int) -> None:
+        self.r = client
+        self.keys = Keys(prefix)
+        self.stream_maxlen = stream_maxlen
+
+    # --- entries ---------------------------------------------------------------------------
+
+    def save(self, entry: Entry, pipe: Any | None = None) -> None:
+        """Write the whole entry (and its site memberships); expiry follows entry.expires_at."""
+        target = pipe if pipe is not None else self.r.pipeline(transaction=True)
+        key = self.keys.entry(entry.entry_id)
+        target.delete(key)
+        target.hset(key, mapping=entry_to_mapping(entry))
+        if entry.expires_at is not None:
+            target.expireat(key, int(entry.expires_at) + 1)
+        target.sadd(self.keys.site_entries(entry.site_id), entry.entry_id)
+        target.sadd(self.keys.sites, entry.site_id)
+        if pipe is None:
+            target.execute()
+
+    def load(self, entry_id: str) -> Entry | None:
+        return entry_from_mapping(entry_id, self.r.hgetall(self.keys.entry(entry_id)))
+
+    def load_many(self, entry_ids: list[str]) -> dict[str, Entry | None]:
+        found: dict[str, Entry | None] = {}
+        for start in range(0, len(entry_ids), LOAD_CHUNK):
+            chunk = entry_ids[start : start + LOAD_CHUNK]
+            pipe = self.r.pipeline(transaction=False)
+            for entry_id in chunk:
+                pipe.hgetall(self.keys.entry(entry_id))
+            for entry_id, data in zip(chunk, pipe.execute(), strict=True):
+                found[entry_id] = entry_from_mapping(entry_id, data)
+        return found
+
+    def site_ids(self) -> list[str]:
+        return sorted(s.decode() for s in self.r.smembers(self.keys.sites))
+
+    def site_entry_ids(self, site_id: str) -> list[str]:
+        return sorted(e.decode() for e in self.r.smembers(self.keys.site_entries(site_id)))
+
+    def load_site(self, site_id: str) -> list[Entry]:
+        """Every stored entry of a site; ids whose hash expired are dropped from the set."""
+        ids = self.site_entry_ids(site_id)
+        found = self.load_many(ids)
+        gone = [entry_id for entry_id, entry in found.items() if entry is None]
+        if gone:
+            self.r.srem(self.keys.site_entries(site_id), *gone)
+        return [entry for entry in found.values() if entry is not None]
+
+    def delete(self, site_id: str, entry_ids: Iterable[str]) -> int:
+        ids = list(entry_ids)
+        if not ids:
+            return 0
+        pipe = self.r.pipeline(transaction=True)
+        for entry_id in ids:
+            pipe.delete(self.keys.entry(entry_id), self.keys.convs(entry_id))
+        pipe.srem(self.keys.site_entries(site_id), *ids)
+        pipe.zrem(self.keys.site_generated(site_id), *ids)
+        pipe.zrem(self.keys.site_pending(site_id), *ids)
+        results = pipe.execute()
+        return sum(1 for deleted in results[: len(ids)] if deleted)
+
+    # --- the change stream -----------------------------------------------------------------
+
+    def publish(
+        self, site_id: str, op: str, entry_ids: Iterable[str] = (), pipe: Any = None
+    ) -> None:
+        target = pipe if pipe is not None else self.r
+        target.xadd(
+            self.keys.changes,
+            {"site": site_id, "op": op, "ids": json.dumps(list(entry_ids))},
+            maxlen=self.stream_maxlen,
+            approximate=True,
+        )
+
+    def last_change_id(self) -> str:
+        """Id of the newest change (a process that rebuilt reads only what follows)."""
+        newest = self.r.xrevrange(self.keys.changes, count=1)
+        return newest[0][0].decode() if newest else "0-0"
+
+    def oldest_change_id(self) -> str | None:
+        oldest = self.r.xrange(self.keys.changes, count=1)
+        return oldest[0][0].decode() if oldest else None
+
+    def read_changes(self, after: str, block_ms: int) -> list[tuple[str, str, str, list[str]]]:
+        """Changes after id `after`: (change id, site, op, entry ids), oldest first."""
+        reply = self.r.xread({self.keys.changes: after}, block=block_ms, count=1000)
+        changes: list[tuple[str, str, str, list[str]]] = []
+        for _stream, messages in reply or []:
+            for message_id, fields in messages:
+                changes.append(
+                    (
+                        message_id.decode(),
+                        fields[b"site"].decode(),
+                        fields[b"op"].decode(),
+                        json.loads(fields[b"ids"]),
+                    )
+                )
+        return changes
+
+    # --- per-site policy -------------------------------------------------------------------
+
+    def policies(self) -> dict[str, float]:
+        return {
+            k.decode(): float(json.loads(v)) for k, v in self.r.hgetall(self.keys.policy).items()
+        }
+
+    def set_policy(self, site_id: str, min_confidence: float | None) -> None:
+        if min_confidence is None:
+            self.r.hdel(self.keys.policy, site_id)
+        else:
+            self.r.hset(self.keys.policy, site_id, json.dumps(min_confidence))

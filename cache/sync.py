@@ -1,0 +1,77 @@
+"""The thread that keeps a process's indexes in line with every other process.
+
+It follows the Redis change stream (XREAD BLOCK, so a change is seen within one block period
+of ~0.2 s), applies each change, and about once a second flushes the buffered hit counters and
+near misses. If Redis goes away it retries with backoff and, once back, rebuilds the indexes
+from Redis (changes may have been trimmed from the stream meanwhile).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import TYPE_CHECKING
+
+import redis
+
+if TYPE_CHECKING:
+    from cache.service import SemanticCache
+
+logger = logging.getLogger(__name__)
+
+MAX_BACKOFF_S = 5.0
+
+
+def _stream_id(value: str) -> tuple[int, int]:
+    millis, _, seq = value.partition("-")
+    return int(millis), int(seq or 0)
+
+
+class ChangeFollower(threading.Thread):
+    def __init__(self, cache: SemanticCache) -> None:
+        super().__init__(name="cache-sync", daemon=True)
+        self.cache = cache
+        self._stop_event = threading.Event()
+
+    def stop(self) -> None:
+        self._stop_event.set()
+
+    def run(self) -> None:
+        backoff = 0.1
+        failed = False
+        last_flush = time.monotonic()
+        while not self._stop_event.is_set():
+            try:
+                if failed:
+                    self.cache.rebuild()
+                    failed = False
+                    backoff = 0.1
+                self._follow_once()
+                if time.monotonic() - last_flush >= self.cache.config.flush_interval_s:
+                    self.cache.flush()
+                    self._check_not_trimmed()
+                    last_flush = time.monotonic()
+            except redis.RedisError as error:
+                if self._stop_event.is_set():
+                    return
+                logger.warning("cache sync: Redis error (%s); retrying in %.1f s", error, backoff)
+                failed = True
+                self._stop_event.wait(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF_S)
+
+    def _follow_once(self) -> None:
+        changes = self.cache.store.read_changes(
+            self.cache.last_change_id, self.cache.config.sync_block_ms
+        )
+        for change_id, site_id, op, entry_ids in changes:
+            self.cache.apply_change(site_id, op, entry_ids)
+            self.cache.last_change_id = change_id
+
+    def _check_not_trimmed(self) -> None:
+        """Rebuild when the stream was trimmed past our position (we would miss changes)."""
+        oldest = self.cache.store.oldest_change_id()
+        last = self.cache.last_change_id
+        if oldest is not None and last != "0-0" and _stream_id(oldest) > _stream_id(last):
+            logger.warning("cache sync: fell behind the change stream; rebuilding")
+            self.cache.rebuild()

@@ -1,0 +1,138 @@
+"""The cache's data types: entries as stored, and what lookups return."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+import numpy as np
+
+
+class Source(StrEnum):
+    FAQ = "faq"  # derived from a curated FAQ: trusted, active at once, never expires
+    GENERATED = "generated"  # a model's answer to a real question: admission policy applies
+
+
+class State(StrEnum):
+    """Lifecycle of an entry. Only ACTIVE entries are served."""
+
+    ACTIVE = "active"  # served (FAQ entries at once; generated ones once admitted)
+    PENDING = "pending"  # generated, waiting for more conversations or an admin's approval
+    REJECTED = "rejected"  # an admin said no, or the answers disagreed; kept for review
+    FLAGGED = "flagged"  # repeated thumbs-down: not served, listed for review
+
+
+class Admission(StrEnum):
+    """What `offer_generated` did with a model answer (a stable code for logs and admin)."""
+
+    PENDING = "pending"
+    ADMITTED = "admitted"
+    ALREADY_CACHED = "already_cached"
+    REJECTED_PERSONAL_DATA = "rejected_personal_data"
+    REJECTED_FOLLOW_UP = "rejected_follow_up"
+    REJECTED_INVALID = "rejected_invalid"
+    REJECTED_INCONSISTENT = "rejected_inconsistent"
+    REJECTED_BY_ADMIN = "rejected_by_admin"
+    FLAGGED = "flagged"
+
+
+class Miss(StrEnum):
+    """Stable reasons for a miss (LookupResult.reason)."""
+
+    NONE = ""  # a hit
+    INVALID_INPUT = "invalid_input"
+    TOO_LONG = "too_long"
+    EMPTY = "empty"
+    FOLLOW_UP = "follow_up"
+    NO_ENTRY = "no_entry"  # the site has no servable entries
+    LOW_CONFIDENCE = "low_confidence"
+    VALUE_MISMATCH = "value_mismatch"
+    EXPIRED = "expired"
+    ENCODER_ERROR = "encoder_error"
+
+
+class Tier(StrEnum):
+    EXACT = "exact"
+    SEMANTIC = "semantic"
+
+
+@dataclass(slots=True)
+class Entry:
+    """One answer and the phrasings that lead to it (an FAQ, or one generated answer).
+
+    The index holds one row per phrasing; the decision rule groups rows by entry.
+    """
+
+    entry_id: str
+    site_id: str
+    source: Source
+    questions: list[str]  # first = canonical
+    answer: str
+    embeddings: np.ndarray  # [len(questions), dim] float32, L2-normalized
+    state: State = State.ACTIVE
+    faq_id: int | None = None
+    faq_version: int | None = None
+    created_at: float = 0.0
+    expires_at: float | None = None  # unix time; None = never (FAQ entries)
+    hits: int = 0
+    positive: int = 0
+    negative: int = 0
+    conversations: int = 0  # distinct conversations that produced this generated answer
+    note: str = ""  # why it is in its state, for the admin ("admin", "inconsistent", ...)
+    values: list[frozenset[str]] = field(default_factory=list)  # per phrasing
+
+    @property
+    def demoted(self) -> bool:
+        """One net thumbs-down: the semantic tier asks more confidence of this entry."""
+        return self.negative > self.positive
+
+
+@dataclass(frozen=True, slots=True)
+class LookupResult:
+    hit: bool
+    answer: str | None
+    entry_id: str | None
+    tier: str | None  # "exact" | "semantic" | None
+    confidence: float
+    faq_id: int | None
+    reason: str  # "" on a hit, else a Miss code
+    latency_ms: float
+    # The entry the semantic tier would have served (also on a low-confidence miss): for
+    # near-miss review and for the evaluation's precision/hit-rate curve.
+    candidate_entry_id: str | None = None
+    candidate_faq_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Suggestion:
+    faq_id: int
+    question: str
+    answer: str
+    score: float
+
+
+@dataclass(frozen=True, slots=True)
+class NearMiss:
+    site_id: str
+    question: str
+    entry_id: str
+    faq_id: int | None
+    confidence: float
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class GeneratedSummary:
+    """A generated entry as the admin pages list it."""
+
+    entry_id: str
+    site_id: str
+    question: str
+    answer: str
+    state: str
+    hits: int
+    positive: int
+    negative: int
+    conversations: int
+    created_at: float
+    expires_at: float | None
