@@ -291,7 +291,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             raise ProtocolError(ErrorCode.UNKNOWN_MESSAGE, "No answer with this id in this chat.")
         if entry_id:
             cache = await answering.get_cache()
-            await asyncio.to_thread(cache.record_feedback, entry_id, feedback.positive)
+            await cache.arecord_feedback(entry_id, feedback.positive)
         await self.send_json(
             {"type": ServerType.FEEDBACK_OK.value, "message_id": feedback.message_id}
         )

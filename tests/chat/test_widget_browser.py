@@ -112,7 +112,7 @@ def test_feedback_click_is_recorded(shop) -> None:
     page, _ = shop
     ask(page, "How long does shipping take?")
     wait_for_answers(page, 2)
-    answers(page).nth(1).get_by_role("button", name="Helpful").click()
+    answers(page).nth(1).get_by_role("button", name="Helpful", exact=True).click()
     reply = Message.objects.get(role="assistant", source="faq")
     deadline = time.monotonic() + 10
     while Message.objects.get(pk=reply.pk).feedback != 1:

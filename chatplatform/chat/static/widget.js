@@ -72,7 +72,8 @@
     "cursor:pointer;font-size:15px}",
     ".sr{position:absolute;width:1px;height:1px;overflow:hidden;clip:rect(0 0 0 0)}",
     "@media (max-width:480px){.panel{right:0;bottom:0;width:100vw;height:100vh;max-height:100vh;",
-    "border-radius:0}.launcher{right:14px;bottom:14px}}",
+    "border-radius:0}.launcher{right:14px;bottom:14px}.launcher[aria-expanded=true]{display:none}}",
+    ".launcher svg{width:28px;height:28px;fill:#fff;vertical-align:middle}",
   ].join("");
 
   // --- persistent state (localStorage) -------------------------------------------------------
@@ -127,7 +128,8 @@
   var launcher = el("button", {
     class: "launcher", type: "button", "aria-label": "Open chat", "aria-expanded": "false",
     "aria-controls": "cs-panel",
-  }, "\u{1F4AC}");
+  });
+  launcher.appendChild(chatIcon());
   var panel = el("section", {
     class: "panel", id: "cs-panel", role: "dialog", "aria-label": "Customer service chat",
   });
@@ -154,6 +156,18 @@
   [header, statusBar, log, quick, form].forEach(function (n) { panel.appendChild(n); });
   root.appendChild(panel);
   root.appendChild(launcher);
+
+  function chatIcon() {
+    // A speech bubble drawn as SVG: emoji fonts are not on every machine.
+    var ns = "http://www.w3.org/2000/svg";
+    var svg = document.createElementNS(ns, "svg");
+    svg.setAttribute("viewBox", "0 0 24 24");
+    svg.setAttribute("aria-hidden", "true");
+    var path = document.createElementNS(ns, "path");
+    path.setAttribute("d", "M4 3h16a2 2 0 0 1 2 2v11a2 2 0 0 1-2 2H9l-5 4v-4H4a2 2 0 0 1-2-2V5a2 2 0 0 1 2-2z");
+    svg.appendChild(path);
+    return svg;
+  }
 
   var bubbles = {}; // message id -> bubble element, so re-sent answers replace, not duplicate
 
@@ -188,8 +202,9 @@
 
   function feedbackBar(msg) {
     var bar = el("div", { class: "meta" });
-    var up = el("button", { type: "button", "aria-label": "Helpful", "aria-pressed": String(msg.feedback === "up") }, "\u{1F44D}");
-    var down = el("button", { type: "button", "aria-label": "Not helpful", "aria-pressed": String(msg.feedback === "down") }, "\u{1F44E}");
+    bar.appendChild(el("span", {}, "Helpful?"));
+    var up = el("button", { type: "button", "aria-label": "Helpful", "aria-pressed": String(msg.feedback === "up") }, "Yes");
+    var down = el("button", { type: "button", "aria-label": "Not helpful", "aria-pressed": String(msg.feedback === "down") }, "No");
     [[up, "up"], [down, "down"]].forEach(function (pair) {
       pair[0].addEventListener("click", function () {
         msg.feedback = pair[1];
