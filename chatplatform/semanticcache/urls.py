@@ -1,1 +1,12 @@
-urlpatterns: list = []
+from django.urls import path
+
+from chatplatform.semanticcache import views
+
+app_name = "semanticcache"
+
+urlpatterns = [
+    path("", views.overview, name="overview"),
+    path("sites/<int:site_id>/generated/", views.generated, name="generated"),
+    path("sites/<int:site_id>/near-misses/", views.near_misses, name="near_misses"),
+    path("entries/action/", views.entry_action, name="entry_action"),
+]

@@ -1,0 +1,115 @@
+"""Fit the decision rule's logistic weights and pick the shipped threshold.
+
+    python -m cache.calibrate --train TRAIN.csv [--seeds 100-105] [--variants 3,5,10]
+        [--unknown-intents 17] [--target-precision 0.995]
+
+Uses the *training* split only: for each seed and K it simulates a site (cache/banking.py),
+takes every training question not used as an FAQ phrasing as a query (unknown categories
+included, so false hits on them count as errors), computes the decision features exactly as
+lookups do (decision.compute_features over an index.Snapshot), fits a logistic regression of
+"the best entry is right", and prints the weights and the lowest threshold whose precision on
+these calibration sites reaches the target. The constants in cache/decision.py come from it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from cache.banking import read_labelled, simulate_site
+from cache.decision import compute_features
+from cache.encoder import load_encoder
+from cache.index import build_snapshot
+from cache.normalize import normalize
+from cache.types import Entry, Source
+
+
+def _parse_range(text: str) -> list[int]:
+    if "-" in text:
+        low, high = text.split("-")
+        return list(range(int(low), int(high) + 1))
+    return [int(part) for part in text.split(",")]
+
+
+def main(argv: list[str] | None = None) -> int:
+    from sklearn.linear_model import LogisticRegression  # only this tool needs scikit-learn
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--train", required=True)
+    parser.add_argument("--seeds", default="100-105")
+    parser.add_argument("--variants", default="3,5,10")
+    parser.add_argument("--unknown-intents", type=int, default=17)
+    parser.add_argument("--target-precision", type=float, default=0.995)
+    parser.add_argument("--model", default="")
+    parser.add_argument("--onnx-cache", default="var/cache-models")
+    args = parser.parse_args(argv)
+
+    train = read_labelled(Path(args.train))
+    encoder = load_encoder(args.model, Path(args.onnx_cache))
+    started = time.perf_counter()
+    vectors = np.concatenate(
+        [encoder.encode([r.text for r in train[i : i + 64]]) for i in range(0, len(train), 64)]
+    )
+    print(f"encoded {len(train)} training questions in {time.perf_counter() - started:.0f} s")
+
+    features: list[np.ndarray] = []
+    labels: list[int] = []
+    for seed in _parse_range(args.seeds):
+        for variants in _parse_range(args.variants):
+            site = simulate_site(train, variants, args.unknown_intents, seed)
+            by_text = {row.text: i for i, row in enumerate(train)}
+            entries = [
+                Entry(
+                    entry_id=str(faq.faq_id),
+                    site_id="calibration",
+                    source=Source.FAQ,
+                    questions=faq.phrasings,
+                    answer=faq.answer,
+                    embeddings=vectors[[by_text[p] for p in faq.phrasings]],
+                    faq_id=faq.faq_id,
+                )
+                for faq in site.faqs
+            ]
+            snapshot = build_snapshot(entries, vectors.shape[1], normalize)
+            categories = [faq.category for faq in site.faqs]
+            queries = [i for i in range(len(train)) if i not in site.used]
+            sims = vectors[queries] @ snapshot.matrix.T  # [Q, R]
+            for row, query in enumerate(queries):
+                group, _, f = compute_features(sims[row], snapshot.row_groups, snapshot.group_rows)
+                features.append(f)
+                labels.append(int(categories[group] == train[query].category))
+    x = np.stack(features)
+    y = np.array(labels)
+    model = LogisticRegression(C=10.0, max_iter=5000).fit(x, y)
+    probability = model.predict_proba(x)[:, 1]
+    order = np.argsort(-probability)
+    precision = np.cumsum(y[order]) / np.arange(1, len(order) + 1)
+    reaching = np.flatnonzero(precision >= args.target_precision)
+    cut = int(reaching.max()) if reaching.size else 0
+    threshold = float(probability[order[cut]])
+    weights = [round(float(w), 3) for w in model.coef_[0]]
+    print(f"{len(y)} calibration queries, {y.mean():.3f} of best entries right")
+    print(f"weights [top1, margin, group_mean, group_mean_margin, vote] = {weights}")
+    print(f"bias = {float(model.intercept_[0]):.3f}")
+    print(
+        f"threshold for precision >= {args.target_precision}: {threshold:.4f} "
+        f"(serves {(cut + 1) / len(y):.3f} of calibration queries)"
+    )
+    print(
+        json.dumps(
+            {
+                "weights": weights,
+                "bias": round(float(model.intercept_[0]), 3),
+                "threshold": round(threshold, 4),
+            }
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,111 @@
+"""Admin pages of the cache: generated entries (approve, reject, delete, promote to an FAQ)
+and near misses. Staff only; rendered inside the Django admin's layout."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.admin.views.decorators import staff_member_required
+from django.db import transaction
+from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.utils.http import urlencode
+from django.views.decorators.http import require_POST
+
+from cache.service import site_of
+from cache.types import Source, State
+from chatplatform.faq.models import FAQ
+from chatplatform.semanticcache.service import get_cache
+from chatplatform.tenants.models import Site
+
+ENTRY_ACTIONS = ("approve", "reject", "delete", "promote")
+
+
+@staff_member_required
+def overview(request: HttpRequest) -> HttpResponse:
+    cache = get_cache()
+    rows = []
+    for site in Site.objects.all():
+        generated = cache.list_generated(str(site.pk))
+        rows.append(
+            {
+                "site": site,
+                "active": sum(g.state == State.ACTIVE for g in generated),
+                "pending": sum(g.state == State.PENDING for g in generated),
+                "review": sum(g.state in (State.FLAGGED, State.REJECTED) for g in generated),
+                "near_misses": len(cache.list_near_misses(str(site.pk))),
+            }
+        )
+    return render(request, "semanticcache/overview.html", {"rows": rows, "title": "Semantic cache"})
+
+
+@staff_member_required
+def generated(request: HttpRequest, site_id: int) -> HttpResponse:
+    site = get_object_or_404(Site, pk=site_id)
+    state = request.GET.get("state") or None
+    entries = get_cache().list_generated(str(site.pk), state)
+    context = {
+        "site": site,
+        "entries": entries,
+        "state": state,
+        "states": [s.value for s in State],
+        "title": f"Generated cache entries: {site.name}",
+    }
+    return render(request, "semanticcache/generated.html", context)
+
+
+@staff_member_required
+def near_misses(request: HttpRequest, site_id: int) -> HttpResponse:
+    site = get_object_or_404(Site, pk=site_id)
+    add_url = reverse("admin:faq_faq_add")
+    misses = [
+        {
+            "miss": miss,
+            "create_faq_url": add_url
+            + "?"
+            + urlencode({"site": site.pk, "question": miss.question}),
+        }
+        for miss in get_cache().list_near_misses(str(site.pk))
+    ]
+    context = {"site": site, "misses": misses, "title": f"Cache near misses: {site.name}"}
+    return render(request, "semanticcache/near_misses.html", context)
+
+
+@staff_member_required
+@require_POST
+def entry_action(request: HttpRequest) -> HttpResponse:
+    entry_id = request.POST.get("entry_id", "")
+    action = request.POST.get("action", "")
+    if action not in ENTRY_ACTIONS or ":gen:" not in entry_id:
+        return HttpResponseBadRequest("unknown action or entry")
+    site = get_object_or_404(Site, pk=int(site_of(entry_id)) if site_of(entry_id).isdigit() else -1)
+    if not request.user.has_perm("faq.change_faq"):
+        return HttpResponse("You may not change this site's answers.", status=403)
+    cache = get_cache()
+    back = reverse("semanticcache:generated", args=[site.pk])
+    if action == "promote":
+        return _promote(request, cache, entry_id, site)
+    done = {
+        "approve": cache.approve_generated,
+        "reject": cache.reject_generated,
+        "delete": cache.delete_entry,
+    }[action](entry_id)
+    if done:
+        messages.success(request, f"Entry {action}d.")
+    else:
+        messages.error(request, "That entry no longer exists (expired or purged).")
+    return redirect(back)
+
+
+def _promote(request: HttpRequest, cache, entry_id: str, site: Site) -> HttpResponse:  # noqa: ANN001
+    """One step: the generated answer becomes an FAQ (its question canonical), the generated
+    entry goes; the FAQ's post-commit sync puts it in the cache as a trusted entry."""
+    entry = cache.get_entry(entry_id)
+    if entry is None or entry.source != Source.GENERATED:
+        messages.error(request, "That entry no longer exists (expired or purged).")
+        return redirect(reverse("semanticcache:generated", args=[site.pk]))
+    with transaction.atomic():
+        faq = FAQ.objects.create(site=site, question=entry.questions[0][:500], answer=entry.answer)
+    cache.delete_entry(entry_id)
+    messages.success(request, "Promoted to an FAQ; edit it below if needed.")
+    return redirect(reverse("admin:faq_faq_change", args=[faq.pk]))

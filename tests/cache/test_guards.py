@@ -1,0 +1,115 @@
+"""Unit tests of the value guard, follow-up detection and personal-data detection."""
+
+from __future__ import annotations
+
+import pytest
+
+from cache.guards import extract_values, is_follow_up, personal_data_kinds, values_agree
+from cache.normalize import normalize
+
+
+def test_values_are_extracted_in_canonical_form() -> None:
+    values = extract_values(
+        "Refund of $1,000.50 for order A-12345 on March 3rd, mail me at Jo@x.com"
+    )
+    assert values == {"num:1000.5", "id:a12345", "date:march3", "email:jo@x.com"}
+
+
+@pytest.mark.parametrize(
+    ("question", "entry"),
+    [
+        ("Where is order 123?", "Where is order 456?"),
+        ("Can I withdraw 500 euros?", "Can I withdraw 5000 euros?"),
+        ("Where is order 123?", "Where is my order?"),
+        ("Is the shop open on Monday?", "Is the shop open on Sunday?"),
+        ("Delivered by 3 May?", "Delivered by 4 May?"),
+    ],
+)
+def test_different_values_disagree(question: str, entry: str) -> None:
+    assert not values_agree(extract_values(question), extract_values(entry))
+
+
+@pytest.mark.parametrize(
+    ("question", "entry"),
+    [
+        ("What is this $1 charge?", "Why was I charged 1 euro?"),
+        ("Refund of 1,000?", "refund of 1000"),
+        ("How do I reset my password?", "I forgot my password"),
+        ("May I pay by card?", "Can I pay by card?"),  # "may" alone is not a date
+    ],
+)
+def test_same_values_agree(question: str, entry: str) -> None:
+    assert values_agree(extract_values(question), extract_values(entry))
+
+
+@pytest.mark.parametrize(
+    "question",
+    [
+        "What about the second one?",
+        "and for that order?",
+        "Also, is it free?",
+        "how about the other option",
+        "same for the last one",
+        "Can I get that one instead?",
+        "like you said before?",
+    ],
+)
+def test_follow_ups_are_detected_without_history(question: str) -> None:
+    assert is_follow_up(normalize(question), None)
+
+
+@pytest.mark.parametrize(
+    "question", ["Is it free?", "Can I cancel them?", "Why is that?", "When does it arrive?"]
+)
+def test_short_pronoun_questions_are_follow_ups_only_with_history(question: str) -> None:
+    assert is_follow_up(normalize(question), ["I ordered a blue lamp"])
+    assert not is_follow_up(normalize(question), None)
+
+
+@pytest.mark.parametrize(
+    "question",
+    [
+        "How long does delivery take?",
+        "Why did my card get declined when I tried to use it at the shop?",
+        "How do I change my PIN?",
+        "What are the fees for international transfers?",
+    ],
+)
+def test_stand_alone_questions_are_not_follow_ups(question: str) -> None:
+    assert not is_follow_up(normalize(question), ["earlier message"])
+
+
+@pytest.mark.parametrize(
+    ("text", "kind"),
+    [
+        ("my email is jane.doe@example.com", "email"),
+        ("card 4111 1111 1111 1111 was charged twice", "card_number"),
+        ("call me on +44 20 7946 0958", "phone"),
+        ("IBAN GB82 WEST 1234 5698 7654 32", "iban"),
+        ("SSN 123-45-6789", "national_id"),
+        ("My name is Jane Doe and I need help", "name"),
+        ("I live at 12 Baker Street", "address"),
+        ("where is order A12345", "identifier"),
+    ],
+)
+def test_personal_data_is_detected(text: str, kind: str) -> None:
+    assert kind in personal_data_kinds(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "How long does delivery take?",
+        "Standard delivery takes 3-5 working days.",
+        "We ship to 40 countries.",
+        "Can I get a refund within 30 days?",
+    ],
+)
+def test_generic_text_has_no_personal_data(text: str) -> None:
+    assert personal_data_kinds(text) == []
+
+
+def test_a_non_luhn_long_number_is_not_a_card_but_still_personal() -> None:
+    kinds = personal_data_kinds("reference 1234 5678 1234 5678")
+    assert "card_number" not in kinds
+    assert kinds  # a long number identifies something of one customer: never shared

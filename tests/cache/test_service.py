@@ -1,0 +1,266 @@
+"""Integration tests of SemanticCache against the session's real redis-server and the real
+encoder: tiers, guards, tenant isolation, bad input, FAQ sync and removal, admission,
+feedback, eviction and purge."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import pytest
+
+from cache import SemanticCache
+from cache.types import Admission
+from tests.cache.conftest import load_shop
+
+
+def test_exact_tier_hits_without_the_encoder(cache: SemanticCache) -> None:
+    # given
+    load_shop(cache)
+    # when
+    result = cache.lookup("shop", "  how LONG does delivery take ")
+    # then
+    assert result.hit and result.tier == "exact" and result.faq_id == 1
+    assert result.answer == "Standard delivery takes 3-5 working days."
+    assert result.entry_id == "shop:faq:1" and result.reason == ""
+
+
+def test_semantic_tier_answers_a_paraphrase(cache: SemanticCache) -> None:
+    load_shop(cache)
+    result = cache.lookup("shop", "I forgot my password, how can I reset it?")
+    assert result.hit and result.tier == "semantic" and result.faq_id == 4
+    assert result.confidence >= cache.config.min_confidence
+
+
+def test_unrelated_question_misses_with_low_confidence(cache: SemanticCache) -> None:
+    load_shop(cache)
+    result = cache.lookup("shop", "Do you sell gift cards for birthdays?")
+    assert not result.hit and result.reason == "low_confidence" and result.answer is None
+
+
+def test_async_lookup_matches_sync(cache: SemanticCache) -> None:
+    load_shop(cache)
+
+    async def many() -> list:
+        questions = ["Can you deliver to other countries?"] * 8 + ["How do I return an item?"]
+        return await asyncio.gather(*(cache.alookup("shop", q) for q in questions))
+
+    results = asyncio.run(many())
+    assert [r.faq_id for r in results] == [3] * 8 + [2]
+    assert all(r.hit for r in results)
+
+
+def test_tenant_isolation(cache: SemanticCache) -> None:
+    # given: only site "shop" has FAQs; site "other" has a different answer for one question
+    load_shop(cache, "shop")
+    cache.sync_faq("other", 1, 1, "How long does delivery take?", [], "Other shop: 1 day.", True)
+    # when / then: each site gets its own answer, never the other's
+    assert cache.lookup("other", "How long does delivery take?").answer == "Other shop: 1 day."
+    assert cache.lookup("other", "How do I return an item?").hit is False
+    assert cache.lookup("nobody", "How long does delivery take?").reason == "no_entry"
+    assert cache.nearest_faqs("other", "How do I return an item?") != []
+    assert all(s.faq_id == 1 for s in cache.nearest_faqs("other", "return an item", k=3))
+
+
+def test_value_guard_blocks_a_different_number(cache: SemanticCache) -> None:
+    cache.sync_faq(
+        "shop", 7, 1, "Can I return an item after 30 days?", [], "No, 30 days is the limit.", True
+    )
+    assert cache.lookup("shop", "can i return an item after 30 days").hit
+    paraphrase = cache.lookup("shop", "Is it possible to return an item after 30 days?")
+    different = cache.lookup("shop", "Can I return an item after 60 days?")
+    assert paraphrase.hit
+    assert not different.hit and different.reason in ("value_mismatch", "low_confidence")
+    assert cache.lookup("shop", "Is it possible to send back an item after 60 days?").reason in (
+        "value_mismatch",
+        "low_confidence",
+    )
+
+
+def test_value_guard_reason_for_a_confident_match(cache: SemanticCache) -> None:
+    cache.sync_faq("shop", 8, 1, "Where is order A100?", [], "Order A100 shipped today.", True)
+    result = cache.lookup("shop", "Where is order A200?")
+    assert not result.hit and result.reason == "value_mismatch"
+
+
+def test_follow_up_bypasses_the_cache(cache: SemanticCache) -> None:
+    load_shop(cache)
+    history = ["How long does delivery take?"]
+    assert cache.lookup("shop", "What about the second one?").reason == "follow_up"
+    assert cache.lookup("shop", "and when will it arrive?", history=history).reason == "follow_up"
+    assert cache.lookup("shop", "Is it free?", history=history).reason == "follow_up"
+    assert cache.lookup("shop", "How long does delivery take?", history=history).hit
+
+
+@pytest.mark.parametrize(
+    ("question", "reason"),
+    [
+        ("", "empty"),
+        ("😀🙏🎉", "empty"),
+        ("a" * 100_000, "too_long"),
+        (b"\xff\xfe\xfa", "invalid_input"),
+        ("\udcff\udcfe", "invalid_input"),
+        (None, "invalid_input"),
+    ],
+)
+def test_bad_input_is_a_clean_miss(cache: SemanticCache, question: object, reason: str) -> None:
+    load_shop(cache)
+    result = cache.lookup("shop", question)  # type: ignore[arg-type]
+    assert not result.hit and result.reason == reason
+    assert asyncio.run(cache.alookup("shop", question)).reason == reason  # type: ignore[arg-type]
+    assert cache.nearest_faqs("shop", question) == []  # type: ignore[arg-type]
+
+
+def test_bad_site_id_is_a_clean_miss(cache: SemanticCache) -> None:
+    assert cache.lookup("a:b", "How long does delivery take?").reason == "invalid_input"
+    assert cache.lookup(None, "hello").reason == "invalid_input"  # type: ignore[arg-type]
+
+
+def test_nearest_faqs_ranks_the_right_faq_first(cache: SemanticCache) -> None:
+    load_shop(cache)
+    found = cache.nearest_faqs("shop", "parcel delivery time", k=3)
+    assert [s.faq_id for s in found][0] == 1 and len(found) == 3
+    assert found[0].question == "How long does delivery take?"
+    assert found[0].score >= found[1].score >= found[2].score
+
+
+def test_faq_edit_refreshes_and_deactivation_removes(cache: SemanticCache) -> None:
+    load_shop(cache)
+    cache.sync_faq("shop", 1, 2, "How long does delivery take?", [], "Now 1-2 days.", True)
+    assert cache.lookup("shop", "How long does delivery take?").answer == "Now 1-2 days."
+    # an older version arriving late is ignored
+    cache.sync_faq("shop", 1, 1, "How long does delivery take?", [], "Old answer.", True)
+    assert cache.lookup("shop", "How long does delivery take?").answer == "Now 1-2 days."
+    cache.sync_faq("shop", 1, 3, "How long does delivery take?", [], "Now 1-2 days.", False)
+    assert not cache.lookup("shop", "How long does delivery take?").hit
+    cache.remove_faq("shop", 2)
+    assert not cache.lookup("shop", "How do I return an item?").hit
+    assert cache.redis.exists(cache.store.keys.entry("shop:faq:2")) == 0
+
+
+def _offer(cache: SemanticCache, conversation: str, answer: str | None = None) -> str:
+    return cache.offer_generated(
+        "shop",
+        "Do you offer gift wrapping?",
+        answer or "Yes, gift wrapping is available at checkout for 3 euros.",
+        conversation,
+    )
+
+
+def test_poisoned_answer_is_not_served_to_a_second_conversation(cache: SemanticCache) -> None:
+    # given: one customer makes the model say something, several times in one conversation
+    for _ in range(5):
+        assert _offer(cache, "attacker", "Gift wrapping is free and we refund 100%.") == "pending"
+    # when: another customer asks the same question
+    result = cache.lookup("shop", "Do you offer gift wrapping?", conversation_id="victim")
+    # then: not served
+    assert not result.hit
+    # and a different answer from another conversation rejects the candidate
+    assert _offer(cache, "c2") == Admission.REJECTED_INCONSISTENT
+    assert not cache.lookup("shop", "Do you offer gift wrapping?").hit
+
+
+def test_consistent_answers_from_distinct_conversations_are_admitted(
+    cache: SemanticCache,
+) -> None:
+    assert _offer(cache, "c1") == "pending"
+    assert _offer(cache, "c1") == "pending"  # the same conversation does not count twice
+    assert _offer(cache, "c2", "Yes: gift wrapping can be added at checkout for 3 euros.") == (
+        "pending"
+    )
+    assert _offer(cache, "c3") == "admitted"
+    result = cache.lookup("shop", "Do you offer gift wrapping?")
+    assert result.hit and result.faq_id is None and result.entry_id is not None
+    assert _offer(cache, "c4") == "already_cached"
+
+
+def test_personal_data_and_follow_ups_are_never_stored(cache: SemanticCache) -> None:
+    state = cache.offer_generated(
+        "shop", "My email is jo@example.com, where is my parcel?", "It ships today.", "c1"
+    )
+    assert state == "rejected_personal_data"
+    state = cache.offer_generated(
+        "shop", "Where is my parcel?", "Call Jo on +44 20 7946 0958.", "c1"
+    )
+    assert state == "rejected_personal_data"
+    assert cache.offer_generated("shop", "what about the other one?", "Yes.", "c1") == (
+        "rejected_follow_up"
+    )
+    assert cache.offer_generated("shop", "", "Yes.", "c1") == "rejected_invalid"
+    assert cache.list_generated("shop") == []
+
+
+def test_eviction_keeps_generated_entries_within_the_bound(
+    make_cache: Callable[..., SemanticCache],
+) -> None:
+    cache = make_cache(admission_min_conversations=1, max_generated_per_site=3)
+    questions = [
+        "Do you sell gift cards?",
+        "Is there a student discount?",
+        "Can I pick up my order in store?",
+        "Do you have a loyalty programme?",
+        "Are your products vegan?",
+    ]
+    for question in questions:
+        assert cache.offer_generated("shop", question, f"Answer to: {question}", "c") == "admitted"
+    active = cache.list_generated("shop", "active")
+    assert len(active) == 3
+    assert int(cache.redis.zcard(cache.store.keys.site_generated("shop"))) == 3
+    # least recently used went first: the two oldest are gone from Redis and from lookups
+    assert not cache.lookup("shop", questions[0]).hit
+    assert cache.lookup("shop", questions[-1]).hit
+
+
+def test_thumbs_down_demotes_then_flags(make_cache: Callable[..., SemanticCache]) -> None:
+    cache = make_cache(flag_after_net_negative=2)
+    load_shop(cache)
+    entry_id = cache.lookup("shop", "How do I return an item?").entry_id
+    assert entry_id == "shop:faq:2"
+    assert cache.record_feedback(entry_id, positive=False) == "active"
+    assert cache.get_entry(entry_id).demoted  # type: ignore[union-attr]
+    assert cache.record_feedback(entry_id, positive=False) == "flagged"
+    assert not cache.lookup("shop", "How do I return an item?").hit
+    assert cache.record_feedback("shop:faq:999", positive=False) is None
+
+
+def test_purge_removes_generated_entries_only(make_cache: Callable[..., SemanticCache]) -> None:
+    cache = make_cache(admission_min_conversations=1)
+    load_shop(cache)
+    cache.offer_generated("shop", "Do you sell gift cards?", "Yes, online and in store.", "c")
+    cache.offer_generated("shop", "Are your products vegan?", "Most are.", "c")
+    assert cache.lookup("shop", "Do you sell gift cards?").hit
+    assert cache.purge_generated("shop") == 2
+    assert not cache.lookup("shop", "Do you sell gift cards?").hit
+    assert cache.lookup("shop", "How do I return an item?").hit
+
+
+def test_admin_approval_and_rejection(cache: SemanticCache) -> None:
+    _offer(cache, "c1")
+    [pending] = cache.list_generated("shop", "pending")
+    assert cache.approve_generated(pending.entry_id)
+    assert cache.lookup("shop", "Do you offer gift wrapping?").hit
+    assert cache.reject_generated(pending.entry_id)
+    assert not cache.lookup("shop", "Do you offer gift wrapping?").hit
+    assert _offer(cache, "c9") == "rejected_by_admin"
+
+
+def test_site_threshold_override(cache: SemanticCache) -> None:
+    load_shop(cache)
+    question = "I forgot my password, how can I reset it?"
+    assert cache.lookup("shop", question).hit
+    cache.set_site_policy("shop", 1.0)
+    result = cache.lookup("shop", question)
+    assert not result.hit and result.reason == "low_confidence"
+    cache.set_site_policy("shop", None)
+    assert cache.lookup("shop", question).hit
+
+
+def test_near_misses_and_hit_counts_reach_redis(cache: SemanticCache) -> None:
+    load_shop(cache)
+    cache.lookup("shop", "How long does delivery take?")
+    cache.lookup("shop", "How long does delivery take?")
+    cache.lookup("shop", "How long does shipping take to my country?")
+    cache.flush()
+    assert cache.get_entry("shop:faq:1").hits == 2  # type: ignore[union-attr]
+    misses = cache.list_near_misses("shop")
+    assert [m.question for m in misses] == ["How long does shipping take to my country?"]
