@@ -8,6 +8,7 @@ start on a machine also exports the ONNX model, ~20 s).
 
 from __future__ import annotations
 
+import atexit
 import threading
 from pathlib import Path
 
@@ -38,6 +39,8 @@ def get_cache() -> SemanticCache:
                     settings.EMBEDDING_MODEL, Path(settings.VAR_DIR) / ONNX_CACHE_SUBDIR
                 )
                 _cache = SemanticCache(settings.REDIS_URL, encoder, _config())
+                # Stop the sync thread and flush counters before interpreter teardown.
+                atexit.register(_cache.close)
     return _cache
 
 

@@ -1,0 +1,175 @@
+"""The Django wiring: admin FAQ edits reach other processes within ~1 s, the rebuild command,
+the purge action, and the cache admin pages (list, approve, promote to an FAQ)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import pytest
+import redis as redis_lib
+from django.contrib.auth.models import User
+from django.core.management import call_command
+from django.test import Client
+
+from chatplatform.faq.models import FAQ, FAQVariant
+from chatplatform.semanticcache.service import get_cache
+from chatplatform.tenants.models import Site
+from tests.cache.test_processes import VISIBLE_WITHIN_S, Peer
+
+pytestmark = pytest.mark.django_db
+
+DEFAULT_PREFIX = "sc1"  # what get_cache() uses (CacheConfig's default)
+
+
+@pytest.fixture
+def clean_cache(redis_client: redis_lib.Redis) -> Iterator[None]:
+    """The process's cache, re-read from the (just flushed) Redis so no earlier test leaks."""
+    get_cache().rebuild()
+    yield
+    redis_client.flushdb()
+    get_cache().rebuild()
+
+
+@pytest.fixture
+def admin_client() -> Client:
+    User.objects.create_superuser("boss", "boss@example.com", "pw-for-tests")
+    client = Client()
+    assert client.login(username="boss", password="pw-for-tests")
+    return client
+
+
+def change_form(faq: FAQ, **changes: object) -> dict[str, object]:
+    variants = list(faq.variants.all())
+    data: dict[str, object] = {
+        "site": faq.site_id,
+        "question": faq.question,
+        "answer": faq.answer,
+        "is_active": "on" if faq.is_active else "",
+        "variants-TOTAL_FORMS": str(len(variants)),
+        "variants-INITIAL_FORMS": str(len(variants)),
+        "variants-MIN_NUM_FORMS": "0",
+        "variants-MAX_NUM_FORMS": "1000",
+    }
+    for i, variant in enumerate(variants):
+        data[f"variants-{i}-id"] = variant.pk
+        data[f"variants-{i}-faq"] = faq.pk
+        data[f"variants-{i}-text"] = variant.text
+    data.update(changes)
+    if not data["is_active"]:
+        del data["is_active"]
+    return data
+
+
+def test_admin_edit_and_deactivation_reach_another_process(
+    clean_cache: None,
+    admin_client: Client,
+    redis_url: str,
+    django_capture_on_commit_callbacks: Callable,
+) -> None:
+    # given: an FAQ saved through the ORM (its post-commit sync runs) and a second process
+    with django_capture_on_commit_callbacks(execute=True):
+        site = Site.objects.create(name="shop")
+        faq = FAQ.objects.create(site=site, question="Do you ship abroad?", answer="Yes, to 40.")
+        FAQVariant.objects.create(faq=faq, text="Can you deliver to other countries?")
+    peer = Peer(redis_url, DEFAULT_PREFIX)
+    try:
+        question = "Can you deliver to other countries?"
+        assert peer.ask(op="lookup", site=str(site.pk), question=question)["answer"] == (
+            "Yes, to 40."
+        )
+        # when: an admin edits the answer in the change form
+        with django_capture_on_commit_callbacks(execute=True):
+            response = admin_client.post(
+                f"/admin/faq/faq/{faq.pk}/change/", change_form(faq, answer="Yes, to 50.")
+            )
+        assert response.status_code == 302, response.content[:2000]
+        # then: the other process serves the new answer within a second
+        seen = peer.ask(
+            op="wait", site=str(site.pk), question=question, answer="Yes, to 50.", timeout=5
+        )
+        assert seen["answer"] == "Yes, to 50." and seen["after_s"] < VISIBLE_WITHIN_S
+        # when: the admin deactivates it; then: gone everywhere within a second
+        faq.refresh_from_db()
+        with django_capture_on_commit_callbacks(execute=True):
+            admin_client.post(f"/admin/faq/faq/{faq.pk}/change/", change_form(faq, is_active=""))
+        gone = peer.ask(op="wait", site=str(site.pk), question=question, answer=None, timeout=5)
+        assert gone["answer"] is None and gone["after_s"] < VISIBLE_WITHIN_S
+    finally:
+        peer.close()
+
+
+def test_delete_removes_and_rebuild_command_restores(
+    clean_cache: None, django_capture_on_commit_callbacks: Callable
+) -> None:
+    with django_capture_on_commit_callbacks(execute=True):
+        site = Site.objects.create(name="shop")
+        faq = FAQ.objects.create(site=site, question="Do you ship abroad?", answer="Yes.")
+        FAQ.objects.create(site=site, question="Can I pay by card?", answer="Yes, Visa.")
+    cache = get_cache()
+    assert cache.lookup(str(site.pk), "Do you ship abroad?").hit
+    with django_capture_on_commit_callbacks(execute=True):
+        faq.delete()
+    assert not cache.lookup(str(site.pk), "Do you ship abroad?").hit
+    # Redis lost everything: the command rebuilds from the database
+    cache.redis.flushdb()
+    cache.rebuild()
+    assert not cache.lookup(str(site.pk), "Can I pay by card?").hit
+    call_command("rebuild_semantic_cache", "--site", str(site.pk))
+    assert cache.lookup(str(site.pk), "Can I pay by card?").answer == "Yes, Visa."
+
+
+def test_site_threshold_override_is_applied(
+    clean_cache: None, django_capture_on_commit_callbacks: Callable
+) -> None:
+    question = "Can you deliver to other countries?"
+    with django_capture_on_commit_callbacks(execute=True):
+        site = Site.objects.create(name="shop")
+        FAQ.objects.create(site=site, question="Do you ship abroad?", answer="Yes.")
+    assert get_cache().lookup(str(site.pk), question).hit
+    with django_capture_on_commit_callbacks(execute=True):
+        site.cache_min_confidence = 1.0
+        site.save()
+    assert get_cache().lookup(str(site.pk), question).reason == "low_confidence"
+
+
+def test_admin_pages_approve_promote_and_purge(
+    clean_cache: None, admin_client: Client, django_capture_on_commit_callbacks: Callable
+) -> None:
+    # given: a pending generated answer
+    site = Site.objects.create(name="shop")
+    cache = get_cache()
+    site_id = str(site.pk)
+    assert cache.offer_generated(site_id, "Do you gift wrap?", "Yes, for 3 euros.", "c1") == (
+        "pending"
+    )
+    [entry] = cache.list_generated(site_id)
+    # the list page shows it
+    page = admin_client.get(f"/cache/sites/{site.pk}/generated/")
+    assert page.status_code == 200 and b"Do you gift wrap?" in page.content
+    assert admin_client.get("/cache/").status_code == 200
+    assert admin_client.get(f"/cache/sites/{site.pk}/near-misses/").status_code == 200
+    # approve: served
+    admin_client.post("/cache/entries/action/", {"entry_id": entry.entry_id, "action": "approve"})
+    assert cache.lookup(site_id, "Do you gift wrap?").hit
+    # promote: becomes an FAQ in one step, served as an FAQ
+    with django_capture_on_commit_callbacks(execute=True):
+        response = admin_client.post(
+            "/cache/entries/action/", {"entry_id": entry.entry_id, "action": "promote"}
+        )
+    faq = FAQ.objects.get(site=site, question="Do you gift wrap?")
+    assert response.status_code == 302 and response.url == f"/admin/faq/faq/{faq.pk}/change/"
+    assert cache.lookup(site_id, "Do you gift wrap?").faq_id == faq.pk
+    assert cache.list_generated(site_id) == []
+    # the Site admin's purge action
+    cache.offer_generated(site_id, "Do you sell gift cards?", "Yes, online.", "c1")
+    response = admin_client.post(
+        "/admin/tenants/site/",
+        {"action": "purge_generated_cache_entries", "_selected_action": [site.pk]},
+    )
+    assert response.status_code == 302
+    assert cache.list_generated(site_id) == []
+
+
+def test_cache_pages_need_staff(clean_cache: None) -> None:
+    response = Client().get("/cache/")
+    assert response.status_code == 302 and "/admin/login/" in response.url
