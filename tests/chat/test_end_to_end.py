@@ -109,4 +109,4 @@ def test_answer_finished_while_away_is_delivered_on_resume(platform) -> None:
         answer = ws_receive_type(socket, "answer")
     stored = Message.objects.get(in_reply_to_id=question, source="llm")
     assert answer["reply_to"] == question and answer["text"] == stored.text
-    assert Message.objects.get(pk=stored.pk).delivered
+    wait_for(lambda: Message.objects.get(pk=stored.pk).delivered, 10, "the delivery to be recorded")

@@ -36,7 +36,10 @@ def browser() -> Iterator:
         pytest.fail(f"{CHROMIUM} is missing: `make chromium` installs Debian's Chromium")
     from playwright.sync_api import sync_playwright
 
-    with sync_playwright() as playwright:
+    # Playwright's sync API keeps an event loop running on this thread, which trips Django's
+    # async-safety check on every ORM call from the test; the test itself is plain sync code.
+    with pytest.MonkeyPatch.context() as patch, sync_playwright() as playwright:
+        patch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
         chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield chromium
         chromium.close()
@@ -55,6 +58,17 @@ def shop(platform, browser):
     page.locator("#cs-chat-widget .msg.assistant").first.wait_for()  # the greeting
     yield page, site
     context.close()
+
+
+def eventually(predicate, what: str, timeout_s: float = 15.0):
+    """The predicate's first truthy value (the server records deliveries after sending)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = predicate()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
 
 
 def ask(page, text: str) -> None:
@@ -92,7 +106,10 @@ def test_novel_question_is_streamed_from_the_model(shop) -> None:
     # the answer bubble appears while streaming (no feedback bar yet) and is then completed
     wait_for_answers(page, 2)
     text = answers(page).nth(1).locator(".text").text_content()
-    reply = Message.objects.get(role="assistant", source="llm", delivered=True)
+    reply = eventually(
+        lambda: Message.objects.filter(source="llm", delivered=True, state="done").first(),
+        "the streamed answer to be stored and marked delivered",
+    )
     assert text and text == reply.text
 
 
@@ -113,11 +130,7 @@ def test_feedback_click_is_recorded(shop) -> None:
     ask(page, "How long does shipping take?")
     wait_for_answers(page, 2)
     answers(page).nth(1).get_by_role("button", name="Helpful", exact=True).click()
-    reply = Message.objects.get(role="assistant", source="faq")
-    deadline = time.monotonic() + 10
-    while Message.objects.get(pk=reply.pk).feedback != 1:
-        assert time.monotonic() < deadline, "feedback was not recorded"
-        time.sleep(0.1)
+    eventually(lambda: Message.objects.filter(source="faq", feedback=1).exists(), "the feedback")
 
 
 def test_reconnect_and_resume_after_the_server_drops_the_socket(shop, platform) -> None:
@@ -138,6 +151,8 @@ def test_reconnect_and_resume_after_the_server_drops_the_socket(shop, platform) 
     platform.wait_healthy()
     # then the widget reconnects, resumes the conversation and shows the answer
     wait_for_answers(page, 2)
-    reply = Message.objects.get(role="assistant", source="llm")
+    reply = eventually(
+        lambda: Message.objects.filter(source="llm", delivered=True, state="done").first(),
+        "the resumed answer to be marked delivered",
+    )
     assert answers(page).nth(1).locator(".text").text_content() == reply.text
-    assert Message.objects.get(pk=reply.pk).delivered
