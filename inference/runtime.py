@@ -88,3 +88,8 @@ class Runtime:
         publisher = EventPublisher(redis_url)
         service = AnswerService(engine, client, publisher, finalize)
         return cls(engine=engine, publisher=publisher, redis=client, service=service)
+
+    def close(self) -> None:
+        self.engine.close()
+        self.publisher.close()
+        self.redis.close()

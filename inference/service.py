@@ -101,6 +101,12 @@ class AnswerService:
     def handle(self, payload: dict[str, Any]) -> str:
         """Answer one request; returns what happened (for logs and the task result)."""
         request = InferenceRequest.from_dict(payload)
+        logger.info("message %s: received", request.message_id)
+        outcome = self._handle(request)
+        logger.info("message %s: %s", request.message_id, outcome)
+        return outcome
+
+    def _handle(self, request: InferenceRequest) -> str:
         if self._is_answered(request):
             return "duplicate"
         lease = self.redis.lock(lease_key(request.message_id), timeout=LEASE_TTL_S)

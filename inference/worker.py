@@ -83,6 +83,15 @@ def _load_model_in_child(**_: Any) -> None:
     get_runtime()
 
 
+@signals.worker_shutdown.connect
+def _stop_engine(**_: Any) -> None:
+    # The batching manager's generation thread is not a daemon: stop it, or the process
+    # lingers after a warm shutdown.
+    with _runtime_lock:
+        if _runtime is not None:
+            _runtime.close()
+
+
 @app.task(
     name=TaskName.GENERATE_ANSWER.value,
     queue=Queue.INFERENCE.value,

@@ -1,0 +1,305 @@
+"""The real Celery inference worker: real redis-server, real worker processes, real channel layer.
+
+Two workers start once for the module (in parallel, to share the start-up cost). Requests go
+in as Celery tasks exactly as the chat layer sends them; the test watches the conversation's
+channel-layer group, and reads the CPU queue to count finalize tasks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis as redis_lib
+from celery import Celery
+
+from inference.contracts import (
+    InferenceRequest,
+    PromptMessage,
+    Queue,
+    TaskName,
+    cancel_key,
+    conversation_group,
+)
+from inference.prompt import build_messages
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[2]
+# Our own Redis database, so flushes elsewhere in the suite never touch the workers' queues.
+REDIS_DB = 7
+# Short, so a killed worker's task comes back within seconds (production: an hour).
+VISIBILITY_TIMEOUT_S = 4
+WORKER_START_TIMEOUT_S = 120
+FINAL_TYPES = {"answer.end", "answer.refused", "answer.error"}
+
+
+@dataclass
+class Worker:
+    name: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+def db_url(redis_url: str) -> str:
+    return redis_url.rsplit("/", 1)[0] + f"/{REDIS_DB}"
+
+
+def start_worker(name: str, url: str, model_dir: Path, log_dir: Path) -> Worker:
+    log = log_dir / f"{name}.log"
+    env = {
+        **os.environ,
+        "REDIS_URL": url,
+        "CHAT_MODEL": str(model_dir),
+        "QUANTIZATION": "int8",
+        "INFERENCE_DEVICE": "cpu",
+        "INFERENCE_VISIBILITY_TIMEOUT": str(VISIBILITY_TIMEOUT_S),
+        "INFERENCE_MAX_RUNNING": "8",
+        "HF_HUB_OFFLINE": "1",
+    }
+    command = [
+        sys.executable, "-m", "celery", "-A", "inference.worker", "worker",
+        "-Q", Queue.INFERENCE.value, "--pool", "threads", "-c", "16", "-n", f"{name}@%h",
+        "--without-gossip", "--without-mingle", "--without-heartbeat", "-l", "info",
+    ]  # fmt: skip
+    with log.open("wb") as out:
+        process = subprocess.Popen(command, env=env, cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
+    return Worker(name, process, log)
+
+
+def wait_ready(worker: Worker) -> None:
+    deadline = time.monotonic() + WORKER_START_TIMEOUT_S
+    while "ready." not in worker.log_text():
+        assert worker.process.poll() is None, f"{worker.name} exited:\n{worker.log_text()}"
+        assert time.monotonic() < deadline, f"{worker.name} not ready:\n{worker.log_text()}"
+        time.sleep(0.2)
+
+
+@pytest.fixture(scope="module")
+def url(redis_url: str) -> str:
+    url = db_url(redis_url)
+    redis_lib.Redis.from_url(url).flushdb()
+    return url
+
+
+@pytest.fixture(scope="module")
+def workers(url: str, tiny_model_dir: Path, tmp_path_factory) -> Iterator[list[Worker]]:
+    log_dir = tmp_path_factory.mktemp("worker-logs")
+    started = [start_worker(name, url, tiny_model_dir, log_dir) for name in ("w1", "w2")]
+    try:
+        for worker in started:
+            wait_ready(worker)
+        yield started
+    finally:
+        for worker in started:
+            if worker.process.poll() is None:
+                worker.process.terminate()
+        for worker in started:
+            try:
+                worker.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                worker.process.kill()
+
+
+@pytest.fixture(scope="module")
+def client(url: str) -> Celery:
+    return Celery("inference-tests", broker=url)
+
+
+@pytest.fixture(scope="module")
+def redis(url: str) -> redis_lib.Redis:
+    return redis_lib.Redis.from_url(url)
+
+
+def make_request(message_id: str, question: str = "Where is my order?", **fields: Any) -> dict:
+    now = time.time()
+    values: dict[str, Any] = {
+        "conversation_id": f"conv-{message_id}",
+        "message_id": message_id,
+        "site_id": "site-1",
+        "messages": build_messages("You are a shop's assistant.", [], [], question),
+        "deadline": now + 30,
+        "arrival": now,
+        "max_new_tokens": 16,
+        **fields,
+    }
+    return InferenceRequest(**values).to_dict()
+
+
+class GroupWatcher:
+    """Subscribes to a conversation's group the way the web consumer does."""
+
+    def __init__(self, url: str, conversation_id: str) -> None:
+        from channels_redis.core import RedisChannelLayer
+
+        # redis-py 8 times out socket reads after 5 s by default, exactly channels_redis's
+        # 5 s BZPOPMIN wait: an idle receive would fail spuriously. Read timeouts must exceed it.
+        self.layer = RedisChannelLayer(hosts=[{"address": url, "socket_timeout": 30}])
+        self.group = conversation_group(conversation_id)
+        self.channel = ""
+        self.events: list[dict[str, Any]] = []
+
+    async def __aenter__(self) -> GroupWatcher:
+        self.channel = await self.layer.new_channel()
+        await self.layer.group_add(self.group, self.channel)
+        return self
+
+    async def __aexit__(self, *_: Any) -> None:
+        await self.layer.group_discard(self.group, self.channel)
+        await self.layer.close_pools()
+
+    async def until(self, predicate, timeout: float = 60.0) -> dict[str, Any]:
+        """Collect events until one satisfies `predicate`; returns that event."""
+        end = time.monotonic() + timeout
+        while True:
+            remaining = end - time.monotonic()
+            assert remaining > 0, f"timed out; events so far: {self.events}"
+            event = await asyncio.wait_for(self.layer.receive(self.channel), remaining)
+            self.events.append(event)
+            if predicate(event):
+                return event
+
+    async def final(self, timeout: float = 60.0) -> dict[str, Any]:
+        return await self.until(lambda e: e["type"] in FINAL_TYPES, timeout)
+
+    async def quiet_for(self, seconds: float) -> None:
+        """Collect anything else that arrives within `seconds` (to prove nothing more comes)."""
+        try:
+            while True:
+                event = await asyncio.wait_for(self.layer.receive(self.channel), seconds)
+                self.events.append(event)
+        except TimeoutError:
+            return
+
+
+def finalized(redis: redis_lib.Redis, message_id: str) -> list[dict[str, Any]]:
+    """Finalize tasks waiting on the CPU queue for this message (Celery's Redis list)."""
+    results = []
+    for raw in redis.lrange(Queue.CPU.value, 0, -1):
+        message = json.loads(raw)
+        if message["headers"]["task"] != TaskName.FINALIZE_ANSWER.value:
+            continue
+        args, _kwargs, _embed = json.loads(base64.b64decode(message["body"]))
+        if args[0]["message_id"] == message_id:
+            results.append(args[0])
+    return results
+
+
+def send(client: Celery, payload: dict[str, Any]) -> None:
+    client.send_task(TaskName.GENERATE_ANSWER.value, args=[payload], queue=Queue.INFERENCE.value)
+
+
+async def test_answer_streams_to_the_group_and_is_finalized(workers, client, redis, url) -> None:
+    # given a customer's conversation group being watched
+    payload = make_request("stream-1")
+    async with GroupWatcher(url, payload["conversation_id"]) as watcher:
+        # when the chat layer sends the request
+        send(client, payload)
+        end = await watcher.final()
+    # then: start, deltas, end; the deltas spell out the final text
+    types = [e["type"] for e in watcher.events]
+    assert types[0] == "answer.start" and types[-1] == "answer.end"
+    assert set(types[1:-1]) == {"answer.delta"}
+    result = end["result"]
+    assert "".join(e["text"] for e in watcher.events[1:-1]) == result["text"] != ""
+    assert result["finish_reason"] in {"length", "stop"} and result["completion_tokens"] <= 16
+    assert result["ttft_ms"] > 0
+    # and the result went to the CPU queue for persisting, once
+    assert await_until(lambda: len(finalized(redis, "stream-1")) == 1)
+    assert finalized(redis, "stream-1")[0] == result
+
+
+@pytest.mark.parametrize(
+    ("message_id", "fields", "code"),
+    [
+        ("bad-empty", {"messages": [PromptMessage("user", "   ")]}, "empty_prompt"),
+        ("bad-long", {"question": "refund " * 3000}, "prompt_too_long"),
+        ("bad-site", {"site_id": ""}, "unknown_site"),
+        ("bad-stale", {"deadline": time.time() - 3600}, "stale_request"),
+    ],
+)
+async def test_bad_requests_are_refused_with_a_clear_code(
+    workers, client, redis, url, message_id: str, fields: dict[str, Any], code: str
+) -> None:
+    question = fields.pop("question", "Where is my order?")
+    payload = make_request(message_id, question, **fields)
+    async with GroupWatcher(url, payload["conversation_id"]) as watcher:
+        send(client, payload)
+        refused = await watcher.final()
+    assert refused["type"] == "answer.refused"
+    assert refused["code"] == code and refused["message"]
+    assert [e["type"] for e in watcher.events] == ["answer.refused"]
+    assert await_until(lambda: len(finalized(redis, message_id)) == 1)
+
+
+async def test_disconnected_customer_cancels_the_answer(workers, client, redis, url) -> None:
+    payload = make_request("cancel-1", max_new_tokens=256)
+    async with GroupWatcher(url, payload["conversation_id"]) as watcher:
+        send(client, payload)
+        await watcher.until(lambda e: e["type"] == "answer.delta")
+        # when the chat layer marks the message cancelled
+        redis.set(cancel_key("cancel-1"), "1", ex=60)
+        end = await watcher.final()
+    assert end["type"] == "answer.end"
+    assert end["result"]["finish_reason"] == "cancelled"
+    assert end["result"]["completion_tokens"] < 256
+
+
+async def test_redelivered_request_is_answered_once(workers, client, redis, url) -> None:
+    # given a request answered already
+    payload = make_request("twice-1")
+    async with GroupWatcher(url, payload["conversation_id"]) as watcher:
+        send(client, payload)
+        await watcher.final()
+        # when Redis delivers the same task again
+        send(client, payload)
+        await watcher.quiet_for(3.0)
+    # then nothing more is streamed and it is finalized once
+    assert [e["type"] for e in watcher.events].count("answer.end") == 1
+    assert [e["type"] for e in watcher.events].count("answer.start") == 1
+    assert len(finalized(redis, "twice-1")) == 1
+
+
+async def test_worker_killed_mid_answer_still_answers_once(workers, client, redis, url) -> None:
+    # given a long answer streaming from one of the two workers
+    payload = make_request("killed-1", max_new_tokens=256)
+    async with GroupWatcher(url, payload["conversation_id"]) as watcher:
+        send(client, payload)
+        await watcher.until(lambda e: e["type"] == "answer.delta")
+        busy = next(w for w in workers if "message killed-1: received" in w.log_text())
+        # when that worker dies without a chance to clean up
+        os.kill(busy.process.pid, signal.SIGKILL)
+        busy.process.wait(timeout=10)
+        # then the task is redelivered to the other worker and the answer arrives, once
+        end = await watcher.final(timeout=90)
+        await watcher.quiet_for(VISIBILITY_TIMEOUT_S + 2.0)
+    assert end["type"] == "answer.end"
+    assert end["result"]["finish_reason"] == "length"
+    assert [e["type"] for e in watcher.events].count("answer.end") == 1
+    assert [e["type"] for e in watcher.events].count("answer.start") == 2  # restarted once
+    survivor = next(w for w in workers if w is not busy)
+    assert "message killed-1: received" in survivor.log_text()
+    assert len(finalized(redis, "killed-1")) == 1
+
+
+def await_until(condition, timeout: float = 10.0) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return condition()
