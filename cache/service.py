@@ -162,8 +162,14 @@ class SemanticCache:
         for entry_id, entry in self.store.load_many(entry_ids).items():
             if entry is None or entry.state != State.ACTIVE:
                 index.remove(entry_id)
+            elif entry_id not in index.entries and self._over_row_bound(entry):
+                logger.error("cache: entry %s not loaded: process row bound reached", entry_id)
             else:
                 index.upsert(entry)
+
+    def _over_row_bound(self, entry: Entry) -> bool:
+        added = entry.embeddings.shape[0]
+        return self.row_count() + added > self.config.max_rows_per_process
 
     def _changed(self, site_id: str, op: str, entry_ids: list[str]) -> None:
         """Publish a change already written to Redis, and apply it here at once."""

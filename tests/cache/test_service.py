@@ -264,3 +264,11 @@ def test_near_misses_and_hit_counts_reach_redis(cache: SemanticCache) -> None:
     assert cache.get_entry("shop:faq:1").hits == 2  # type: ignore[union-attr]
     misses = cache.list_near_misses("shop")
     assert [m.question for m in misses] == ["How long does shipping take to my country?"]
+
+
+def test_process_row_bound_is_enforced(make_cache: Callable[..., SemanticCache]) -> None:
+    cache = make_cache(max_rows_per_process=4)
+    load_shop(cache)  # 4 FAQs x 3 phrasings: only the first fits
+    assert cache.row_count() <= 4
+    assert cache.lookup("shop", "How long does delivery take?").hit
+    assert not cache.lookup("shop", "How do I return an item?").hit
