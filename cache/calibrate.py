@@ -27,6 +27,8 @@ from cache.index import build_snapshot
 from cache.normalize import normalize
 from cache.types import Entry, Source
 
+REPORTED_THRESHOLDS = [0.9, 0.95, 0.97, 0.975, 0.98, 0.985, 0.99]
+
 
 def _parse_range(text: str) -> list[int]:
     if "-" in text:
@@ -92,6 +94,11 @@ def main(argv: list[str] | None = None) -> int:
     cut = int(reaching.max()) if reaching.size else 0
     threshold = float(probability[order[cut]])
     weights = [round(float(w), 3) for w in model.coef_[0]]
+    print("threshold  precision  served  (on the calibration queries)")
+    for t in REPORTED_THRESHOLDS:
+        served = probability >= t
+        if served.any():
+            print(f"{t:9.3f}  {y[served].mean():9.4f}  {served.mean():6.4f}")
     print(f"{len(y)} calibration queries, {y.mean():.3f} of best entries right")
     print(f"weights [top1, margin, group_mean, group_mean_margin, vote] = {weights}")
     print(f"bias = {float(model.intercept_[0]):.3f}")
