@@ -138,7 +138,13 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": [REDIS_URL], "capacity": 1000, "expiry": 60},
+        "CONFIG": {
+            # redis-py 8 reads with a 5 s socket timeout by default, which aborts the layer's
+            # blocking BZPOPMIN and tears down every idle websocket after 5 s: no timeout here.
+            "hosts": [{"address": REDIS_URL, "socket_timeout": None}],
+            "capacity": 1000,
+            "expiry": 60,
+        },
     }
 }
 
