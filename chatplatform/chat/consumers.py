@@ -104,8 +104,6 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         arrival = time.time()
         try:
-            if self.counted:
-                await limits.touch_connection(self.client_ip, self.channel_name)
             if text_data is None:
                 raise ProtocolError(
                     ErrorCode.BINARY_NOT_SUPPORTED, "Binary frames are not accepted; send JSON."
@@ -121,6 +119,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def handle(self, command: ClientCommand, arrival: float) -> None:
         if isinstance(command, Ping):
+            await limits.touch_connection(self.client_ip, self.channel_name)
             await self.send_json({"type": ServerType.PONG.value})
         elif isinstance(command, Hello):
             await self.hello(command)
@@ -173,8 +172,13 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 await self.deliver_whole(frame)
 
     async def message(self, message: ChatMessage, arrival: float) -> None:
+        """Validate, look up the cache, persist (one commit), ack, then answer or ask the model.
+
+        The cache lookup comes before the commit so the question and its answer's row are
+        written together; the ack still follows the commit, so an acked message is stored.
+        """
         assert self.site is not None and self.conversation_id is not None
-        broken = await limits.allow_message(self.conversation_id, self.client_ip)
+        broken = await limits.allow_message(self.conversation_id, self.client_ip, self.channel_name)
         if broken is not None:
             raise ProtocolError(
                 ErrorCode.RATE_LIMITED,
@@ -182,8 +186,30 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 message.client_message_id,
             )
         received_at = datetime.fromtimestamp(arrival, tz=UTC)
-        message_id, created = await database_sync_to_async(store.save_customer_message)(
-            self.site.id, self.conversation_id, message.client_message_id, message.text, received_at
+        history = [text for role, text in self.turns if role == "user"]
+        result = None
+        if self.site.cache_enabled:
+            result = await answering.lookup(
+                self.site.id, message.text, self.conversation_id, history
+            )
+            metrics.cache_lookup(result.tier, result.hit)
+        cached = None
+        if result is not None and result.hit:
+            cached = store.CachedAnswer(
+                text=result.answer,
+                faq_id=result.faq_id,
+                entry_id=result.entry_id,
+                confidence=result.confidence,
+                arrival=arrival,
+            )
+        message_id, created = await database_sync_to_async(store.save_question)(
+            self.site.id,
+            self.conversation_id,
+            message.client_message_id,
+            message.text,
+            received_at,
+            cached,
+            self.site.sla_ms,
         )
         await self.send_json(
             {
@@ -201,60 +227,39 @@ class ChatConsumer(AsyncWebsocketConsumer):
             if frame is not None:
                 await self.deliver_whole(frame)
             return
-        history = [text for role, text in self.turns if role == "user"]
         self.turns.append(("user", message.text))
-        if self.site.cache_enabled:
-            result = await answering.lookup(
-                self.site.id, message.text, self.conversation_id, history
-            )
-            metrics.cache_lookup(result.tier, result.hit)
-            if result.hit:
-                await self.answer_from_cache(message_id, received_at, arrival, result)
-                return
-        await self.ask_model(message, message_id, received_at, arrival)
+        if cached is not None:
+            await self.answer_from_cache(message_id, arrival, cached)
+        else:
+            await self.ask_model(message, message_id, received_at, arrival)
 
     async def answer_from_cache(
-        self, message_id: str, received_at: datetime, arrival: float, result: Any
+        self, message_id: str, arrival: float, cached: store.CachedAnswer
     ) -> None:
-        assert self.site is not None and self.conversation_id is not None
+        assert self.site is not None
         reply_id = store.reply_id_for(message_id)
         server_ms = answering.ms_since(arrival)
-        source = "faq" if result.faq_id is not None else "cache"
+        source = "faq" if cached.faq_id is not None else "cache"
         await self.send_json(
             {
                 "type": ServerType.ANSWER.value,
                 "message_id": reply_id,
                 "reply_to": message_id,
-                "text": result.answer,
+                "text": cached.text,
                 "source": source,
                 "ttft_ms": round(server_ms, 2),
                 "total_ms": round(server_ms, 2),
             }
         )
         self.delivered.add(reply_id)
-        self.turns.append(("assistant", result.answer))
+        self.turns.append(("assistant", cached.text))
         metrics.message_answered(source, server_ms, server_ms, server_ms <= self.site.sla_ms)
-        await database_sync_to_async(store.save_cached_answer)(
-            self.site.id,
-            self.conversation_id,
-            message_id,
-            received_at,
-            result.answer,
-            result.faq_id,
-            result.entry_id,
-            result.confidence,
-            server_ms,
-            self.site.sla_ms,
-        )
 
     async def ask_model(
         self, message: ChatMessage, message_id: str, received_at: datetime, arrival: float
     ) -> None:
         assert self.site is not None and self.conversation_id is not None
         found = await answering.suggestions(self.site.id, message.text)
-        await database_sync_to_async(store.create_pending_reply)(
-            self.site.id, self.conversation_id, message_id, received_at
-        )
         pending = PendingAnswer(
             message_id=message_id,
             client_message_id=message.client_message_id,

@@ -35,22 +35,25 @@ def redis_client() -> aioredis.Redis:
     return client
 
 
-async def _hit(key: str, limit: int) -> bool:
-    """Count one event in the current window; True while the count is within `limit`."""
+async def allow_message(conversation_id: str, client_ip: str, connection_id: str) -> str | None:
+    """Count one message; None when it may go on, else which limit it broke ("conversation"
+    or "ip"). One round trip: both window counters, and the sender's socket is marked live."""
     window = int(time.time()) // WINDOW_S
-    full_key = f"{_KEY_PREFIX}:{key}:{window}"
+    conversation_key = f"{_KEY_PREFIX}:conv:{conversation_id}:{window}"
+    ip_key = f"{_KEY_PREFIX}:ip:{client_ip}:{window}"
     async with redis_client().pipeline(transaction=True) as pipe:
-        pipe.incr(full_key)
-        pipe.expire(full_key, WINDOW_S * 2)
-        count, _ = await pipe.execute()
-    return int(count) <= limit
-
-
-async def allow_message(conversation_id: str, client_ip: str) -> str | None:
-    """None when this message may go on; otherwise which limit it broke ("conversation"/"ip")."""
-    if not await _hit(f"conv:{conversation_id}", config.MESSAGES_PER_MINUTE_PER_CONVERSATION):
+        pipe.incr(conversation_key)
+        pipe.expire(conversation_key, WINDOW_S * 2)
+        pipe.incr(ip_key)
+        pipe.expire(ip_key, WINDOW_S * 2)
+        pipe.zadd(
+            _connections_key(client_ip),
+            {connection_id: time.time() + config.CONNECTION_COUNT_TTL_S},
+        )
+        per_conversation, _, per_ip, _, _ = await pipe.execute()
+    if int(per_conversation) > config.MESSAGES_PER_MINUTE_PER_CONVERSATION:
         return "conversation"
-    if not await _hit(f"ip:{client_ip}", config.MESSAGES_PER_MINUTE_PER_IP):
+    if int(per_ip) > config.MESSAGES_PER_MINUTE_PER_IP:
         return "ip"
     return None
 

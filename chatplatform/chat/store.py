@@ -88,32 +88,106 @@ def quick_replies(site_id: int, count: int) -> list[dict[str, object]]:
     return [{"faq_id": faq.pk, "question": faq.question} for faq in faqs]
 
 
-def save_customer_message(
-    site_id: int, conversation_id: str, client_message_id: str, text: str, received_at: datetime
-) -> tuple[str, bool]:
-    """Persist the customer's message; returns (message id, created).
+@dataclass(frozen=True)
+class CachedAnswer:
+    """A cache hit to store together with the question it answers."""
 
-    A client that resends the same `client_message_id` (after a reconnect) gets the existing
-    message back with created=False, so a message is never processed twice.
+    text: str
+    faq_id: int | None
+    entry_id: str | None
+    confidence: float
+    arrival: float  # unix seconds the question arrived: its server time is measured from here
+
+
+def save_question(
+    site_id: int,
+    conversation_id: str,
+    client_message_id: str,
+    text: str,
+    received_at: datetime,
+    cached: CachedAnswer | None,
+    sla_ms: int,
+) -> tuple[str, bool]:
+    """Persist the customer's message and, in the same transaction, its answer's row.
+
+    With `cached` the answer row is the finished cache answer (about to be sent; its server
+    time is taken just before the commit); without, it is the pending model answer that the
+    finalize task completes. One write per customer message keeps the hot path to a single
+    commit. Returns (message id, created): a client that resends the same `client_message_id`
+    (after a reconnect) gets the existing message back with created=False, and it is not
+    processed twice.
     """
     try:
         with transaction.atomic():
-            message = Message.objects.create(
+            question = Message.objects.create(
                 site_id=site_id,
                 conversation_id=conversation_id,
                 role=Message.Role.CUSTOMER,
                 text=text,
-                state=Message.State.PENDING,
+                state=Message.State.DONE if cached else Message.State.PENDING,
                 client_message_id=client_message_id,
                 received_at=received_at,
             )
+            if cached is None:
+                _pending_answer(site_id, conversation_id, str(question.pk), received_at)
+            else:
+                _cached_answer(
+                    site_id, conversation_id, str(question.pk), received_at, cached, sla_ms
+                )
             Conversation.objects.filter(pk=conversation_id).update(last_activity_at=received_at)
     except IntegrityError:
         existing = Message.objects.get(
             conversation_id=conversation_id, client_message_id=client_message_id
         )
         return str(existing.pk), False
-    return str(message.pk), True
+    return str(question.pk), True
+
+
+def _pending_answer(
+    site_id: int, conversation_id: str, message_id: str, received_at: datetime
+) -> None:
+    Message.objects.create(
+        id=reply_id_for(message_id),
+        site_id=site_id,
+        conversation_id=conversation_id,
+        role=Message.Role.ASSISTANT,
+        source=Message.Source.LLM,
+        state=Message.State.PENDING,
+        in_reply_to_id=message_id,
+        received_at=received_at,
+    )
+
+
+def _cached_answer(
+    site_id: int,
+    conversation_id: str,
+    message_id: str,
+    received_at: datetime,
+    cached: CachedAnswer,
+    sla_ms: int,
+) -> None:
+    now = timezone.now()
+    server_ms = (now.timestamp() - cached.arrival) * 1000.0
+    Message.objects.create(
+        id=reply_id_for(message_id),
+        site_id=site_id,
+        conversation_id=conversation_id,
+        role=Message.Role.ASSISTANT,
+        text=cached.text,
+        source=Message.Source.FAQ if cached.faq_id is not None else Message.Source.CACHE,
+        state=Message.State.DONE,
+        in_reply_to_id=message_id,
+        received_at=received_at,
+        first_token_at=now,
+        completed_at=now,
+        ttft_ms=server_ms,
+        total_ms=server_ms,
+        sla_met=server_ms <= sla_ms,
+        faq_id=cached.faq_id,
+        cache_entry_id=cached.entry_id or "",
+        cache_confidence=cached.confidence,
+        delivered=True,  # sent right after the commit, on the socket that asked
+    )
 
 
 def conversation_turns(conversation_id: str, limit: int) -> list[tuple[str, str]]:
@@ -131,66 +205,6 @@ def conversation_turns(conversation_id: str, limit: int) -> list[tuple[str, str]
     )
     turns = [("user" if role == Message.Role.CUSTOMER else "assistant", t) for role, t in rows]
     return turns[::-1]
-
-
-def save_cached_answer(
-    site_id: int,
-    conversation_id: str,
-    message_id: str,
-    received_at: datetime,
-    answer: str,
-    faq_id: int | None,
-    entry_id: str | None,
-    confidence: float,
-    server_ms: float,
-    sla_ms: int,
-) -> str:
-    """Persist a cache answer already sent to the customer (server time = its TTFT and total)."""
-    reply_id = reply_id_for(message_id)
-    now = timezone.now()
-    with transaction.atomic():
-        Message.objects.create(
-            id=reply_id,
-            site_id=site_id,
-            conversation_id=conversation_id,
-            role=Message.Role.ASSISTANT,
-            text=answer,
-            source=Message.Source.FAQ if faq_id is not None else Message.Source.CACHE,
-            state=Message.State.DONE,
-            in_reply_to_id=message_id,
-            received_at=received_at,
-            first_token_at=now,
-            completed_at=now,
-            ttft_ms=server_ms,
-            total_ms=server_ms,
-            sla_met=server_ms <= sla_ms,
-            faq_id=faq_id,
-            cache_entry_id=entry_id or "",
-            cache_confidence=confidence,
-            delivered=True,
-        )
-        Message.objects.filter(pk=message_id).update(state=Message.State.DONE)
-    return reply_id
-
-
-def create_pending_reply(
-    site_id: int, conversation_id: str, message_id: str, received_at: datetime
-) -> str:
-    """The model answer's row, created before the task is sent so every later step finds it."""
-    reply_id = reply_id_for(message_id)
-    Message.objects.get_or_create(
-        id=reply_id,
-        defaults={
-            "site_id": site_id,
-            "conversation_id": conversation_id,
-            "role": Message.Role.ASSISTANT,
-            "source": Message.Source.LLM,
-            "state": Message.State.PENDING,
-            "in_reply_to_id": message_id,
-            "received_at": received_at,
-        },
-    )
-    return reply_id
 
 
 def save_holding_reply(
@@ -270,17 +284,6 @@ def undelivered_answers(conversation_id: str) -> list[dict[str, object]]:
         delivered=False,
     ).exclude(text="")
     return [answer_frame(row) for row in rows.order_by("received_at", "completed_at")]
-
-
-def pending_questions(conversation_id: str) -> list[str]:
-    """Ids of the conversation's customer messages whose model answer is still being made."""
-    rows = Message.objects.filter(
-        conversation_id=conversation_id,
-        role=Message.Role.ASSISTANT,
-        source=Message.Source.LLM,
-        state__in=[Message.State.PENDING, Message.State.STREAMING],
-    ).values_list("in_reply_to_id", flat=True)
-    return [str(row) for row in rows if row is not None]
 
 
 def record_feedback(conversation_id: str, message_id: str, positive: bool) -> tuple[bool, str]:

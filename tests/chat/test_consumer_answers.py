@@ -84,9 +84,8 @@ async def test_faq_question_is_answered_whole_from_the_cache(client: Client, cha
     assert answer["text"] == "Standard shipping takes 3-5 business days."
     stored = await message(answer["message_id"])
     assert stored.source == "faq" and stored.delivered and stored.sla_met
-    assert stored.faq_id is not None and stored.ttft_ms == pytest.approx(
-        answer["ttft_ms"], abs=0.01
-    )
+    # the stored server time runs to the commit that precedes the send
+    assert stored.faq_id is not None and 0 < stored.ttft_ms <= answer["ttft_ms"]
 
 
 async def test_customer_message_is_persisted_before_the_ack(client: Client, chat_cache) -> None:

@@ -110,3 +110,14 @@ def test_answer_finished_while_away_is_delivered_on_resume(platform) -> None:
     stored = Message.objects.get(in_reply_to_id=question, source="llm")
     assert answer["reply_to"] == question and answer["text"] == stored.text
     wait_for(lambda: Message.objects.get(pk=stored.pk).delivered, 10, "the delivery to be recorded")
+
+
+def test_an_idle_socket_outlives_the_redis_client_timeout(platform) -> None:
+    # redis-py 8 reads with a 5 s timeout by default, which used to kill idle consumers
+    site = make_site()
+    with ws_connect(platform) as socket:
+        ws_send(socket, {"type": "hello", "site_key": site.widget_key})
+        ws_receive_type(socket, "welcome")
+        time.sleep(6.5)
+        ws_send(socket, {"type": "ping"})
+        assert ws_receive_type(socket, "pong")["type"] == "pong"
