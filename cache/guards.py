@@ -33,8 +33,12 @@ _WEEKDAYS = re.compile(
 )
 
 
+_ORDINAL = re.compile(r"\b(\d+)(?:st|nd|rd|th)\b")
+
+
 def _fold(text: str) -> str:
-    return unicodedata.normalize("NFKC", text).casefold()
+    """NFKC, case-folded, ordinals as plain numbers ("1st" is a number, not an identifier)."""
+    return _ORDINAL.sub(r"\1", unicodedata.normalize("NFKC", text).casefold())
 
 
 def extract_values(text: str) -> frozenset[str]:
@@ -71,17 +75,16 @@ def values_agree(question_values: frozenset[str], entry_values: frozenset[str]) 
 # Phrases that only make sense inside a conversation. Kept narrow on purpose: each one
 # wrongly matching a stand-alone question costs a cache hit, never correctness.
 _FOLLOW_UP_PATTERNS = [
-    r"^(?:and|also|but|or|so)\b",
+    r"^(?:and|also|but)\b",
     r"^(?:what|how) about\b",
     r"^(?:same|ditto)\b",
-    r"\b(?:the )?(?:first|second|third|fourth|fifth|last|other|previous|next|latter|former)"
-    r" (?:one|ones|option|order|item|thing)\b",
-    r"\b(?:that|this|those|these) (?:one|ones|order|orders|item|items)\b",
-    r"\bthe same (?:one|order|thing|item)\b",
+    r"\bthe (?:first|second|third|fourth|fifth|last|other|previous|next|latter|former)"
+    r" (?:one|ones|option|order|item)\b",
+    r"\b(?:that|those) (?:one|ones|order|orders|item|items)\b",
+    r"\bthe same one\b",
     r"\b(?:you (?:said|mentioned|told me|just said)|as (?:above|before|you said))\b",
     r"\b(?:it|that|this) (?:too|as well)\b",
     r"^(?:why|how|when|where)(?: not)?$",
-    r"\binstead\b",
 ]
 _FOLLOW_UP = re.compile("|".join(f"(?:{p})" for p in _FOLLOW_UP_PATTERNS))
 # With history, a short question built on a bare pronoun ("is it free?", "can I cancel
@@ -107,7 +110,7 @@ _PHONE = re.compile(r"(?<!\w)\+?\d[\d ().-]{7,}\d(?!\w)")
 _CARD_CANDIDATE = re.compile(r"(?<!\d)(?:\d[ -]?){12,18}\d(?!\d)")
 _IBAN = re.compile(r"\b[a-z]{2}\d{2}(?: ?[a-z0-9]{4}){2,7}(?: ?[a-z0-9]{1,4})?\b")
 _SSN = re.compile(r"\b\d{3}-\d{2}-\d{4}\b")
-_SELF_NAME = re.compile(r"\b(?:my name is|i am called|this is) [a-z]+ [a-z]+", re.UNICODE)
+_SELF_NAME = re.compile(r"\b(?:my name is|i am called|my full name is) [a-z]+ [a-z]+", re.UNICODE)
 _ADDRESS = re.compile(r"\b(?:i live at|my address is)\b")
 _POSTAL_ADDRESS = re.compile(r"\b\d{1,5} [a-z]+ (?:street|st|road|rd|avenue|ave|lane|ln)\b")
 
