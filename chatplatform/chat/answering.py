@@ -8,6 +8,7 @@ per process on first use, off the event loop.
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -47,6 +48,12 @@ def get_cache_sync() -> Any:
     from chatplatform.semanticcache.service import get_cache
 
     return get_cache()
+
+
+def warm_up_in_background() -> None:
+    """Load the cache (encoder, indexes) now, in a thread, so the first customer of a fresh
+    server process does not wait ~1-2 s for it."""
+    threading.Thread(target=get_cache_sync, name="chat-cache-warm-up", daemon=True).start()
 
 
 async def get_cache() -> Any:
