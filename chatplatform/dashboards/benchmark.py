@@ -256,7 +256,8 @@ def run_queries(sites: list[Any], repeat: int) -> list[dict[str, Any]]:
             "message_groups": lambda s=scope: queries.message_groups(s),
             "missed_by_day": lambda s=scope: queries.missed_by_day(s),
             "conversations_by_day": lambda s=scope: queries.conversations_by_day(s),
-            "latency_values": lambda s=scope: queries.latency_values(s),
+            "latency_percentiles ttft": lambda s=scope: queries.latency_percentiles(s, "ttft_ms"),
+            "latency_percentiles total": lambda s=scope: queries.latency_percentiles(s, "total_ms"),
             "recent_misses (gaps SQL)": lambda s=scope: gaps.recent_misses(s),
             "whole page (all of the above but gaps)": lambda s=scope: queries.build_dashboard(
                 s, settings.GPU_COST_PER_HOUR

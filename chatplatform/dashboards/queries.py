@@ -17,14 +17,13 @@ filtered by site and date range (indexed: see migrations/0002), then assembled i
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from django.db.models import Count, DateField, Func, Q, QuerySet, Sum
-from django.db.models.functions import TruncDate
+from django.db.models import Count, DateField, F, Func, Q, QuerySet, Sum, Window
+from django.db.models.functions import RowNumber, TruncDate
 
 from chatplatform.conversations.models import Conversation, Message
 
@@ -94,13 +93,6 @@ def ratio(part: float, whole: float) -> float | None:
     return part / whole if whole else None
 
 
-def nearest_rank(sorted_values: list[float], p: float) -> float | None:
-    if not sorted_values:
-        return None
-    rank = max(1, math.ceil(p / 100 * len(sorted_values)))
-    return sorted_values[rank - 1]
-
-
 # --- the grouped queries ------------------------------------------------------------------------
 
 
@@ -152,22 +144,39 @@ def conversations_by_day(scope: Scope) -> dict[date, dict[str, int]]:
     return {row["day"]: row for row in rows}
 
 
-def latency_values(scope: Scope) -> dict[str, tuple[list[float], list[float]]]:
-    """Per source: sorted TTFT values and sorted total-time values (ms) of the answers."""
-    ttft: dict[str, list[float]] = defaultdict(list)
-    total: dict[str, list[float]] = defaultdict(list)
-    rows = (
+def nearest_rank(p: int, n: int) -> int:
+    """1-based rank of the p-th percentile among n >= 1 sorted values: ceil(p * n / 100)."""
+    return (n * p + 99) // 100
+
+
+def latency_percentiles(scope: Scope, column: str) -> dict[str, dict[str, float | int]]:
+    """Per source: the count of answers with a value in `column` and its nearest-rank
+    percentiles, as {"n": count, 50: value, 95: value, 99: value}.
+
+    Ranked in the database (window functions, SQLite >= 3.25 and PostgreSQL), so only the
+    few rows that sit at a percentile's rank come back, not every answer of the range.
+    """
+    ranked = (
         messages_in(scope)
-        .filter(role__in=ANSWER_ROLES)
-        .values_list("source", "ttft_ms", "total_ms")
-        .order_by()
+        .filter(role__in=ANSWER_ROLES, **{f"{column}__isnull": False})
+        .annotate(
+            rank=Window(RowNumber(), partition_by=[F("source")], order_by=F(column).asc()),
+            n=Window(Count("id"), partition_by=[F("source")]),
+        )
     )
-    for source, ttft_ms, total_ms in rows.iterator(chunk_size=10_000):
-        if ttft_ms is not None:
-            ttft[source].append(ttft_ms)
-        if total_ms is not None:
-            total[source].append(total_ms)
-    return {s: (sorted(ttft[s]), sorted(total[s])) for s in set(ttft) | set(total)}
+    # Nearest rank of p% among n values: ceil(p * n / 100), in integer arithmetic.
+    at_a_percentile = Q()
+    for p in PERCENTILES:
+        at_a_percentile |= Q(rank=(F("n") * p + 99) / 100)  # nearest_rank(), in SQL
+    result: dict[str, dict[str, float | int]] = defaultdict(dict)
+    for source, rank, n, value in ranked.filter(at_a_percentile).values_list(
+        "source", "rank", "n", column
+    ):
+        result[source]["n"] = n
+        for p in PERCENTILES:
+            if rank == nearest_rank(p, n):
+                result[source][p] = value
+    return result
 
 
 # --- tables --------------------------------------------------------------------------------------
@@ -279,18 +288,18 @@ def sources_table(groups: list[dict[str, Any]]) -> Table:
     return table
 
 
-def latency_table(values: dict[str, tuple[list[float], list[float]]]) -> Table:
+def latency_table(ttft: dict[str, dict], total: dict[str, dict]) -> Table:
     columns = ["source", "answers timed"]
     columns += [f"TTFT p{p} ms" for p in PERCENTILES] + [f"total p{p} ms" for p in PERCENTILES]
     table = Table("latency", "Latency by answer source", columns)
     for source in SOURCE_ORDER:
-        ttft, total = values.get(source, ([], []))
+        first, whole = ttft.get(source, {}), total.get(source, {})
         table.rows.append(
             [
                 source.value,
-                len(total),
-                *(nearest_rank(ttft, p) for p in PERCENTILES),
-                *(nearest_rank(total, p) for p in PERCENTILES),
+                whole.get("n", 0),
+                *(first.get(p) for p in PERCENTILES),
+                *(whole.get(p) for p in PERCENTILES),
             ]
         )
     return table
@@ -345,12 +354,14 @@ class Dashboard:
 
 
 def build_dashboard(scope: Scope, gpu_cost_per_hour: float) -> Dashboard:
-    """Every aggregate of the page except FAQ gaps (see gaps.py): five queries in all."""
+    """Every aggregate of the page except FAQ gaps (see gaps.py): six queries in all."""
     groups = message_groups(scope)
     return Dashboard(
         daily=daily_table(scope, groups, missed_by_day(scope), conversations_by_day(scope)),
         source_mix=source_mix_table(scope, groups),
         sources=sources_table(groups),
-        latency=latency_table(latency_values(scope)),
+        latency=latency_table(
+            latency_percentiles(scope, "ttft_ms"), latency_percentiles(scope, "total_ms")
+        ),
         cost=cost_table(groups, gpu_cost_per_hour),
     )

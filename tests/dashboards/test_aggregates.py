@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import random
 from datetime import UTC, datetime
 
 import pytest
 
-from chatplatform.dashboards.queries import Dashboard, Scope, build_dashboard, nearest_rank
-from tests.dashboards.conftest import KnownData
+from chatplatform.dashboards.queries import Dashboard, Scope, build_dashboard, latency_percentiles
+from chatplatform.tenants.models import Site
+from tests.dashboards.conftest import DAY1, KnownData
+from tests.dashboards.factories import answer, conversation, question
 
 GPU_COST_PER_HOUR = 3.6  # makes cost = GPU-seconds / 1000
 
@@ -106,15 +109,28 @@ def test_all_sites_scope_adds_the_other_site(known_data: KnownData) -> None:
     assert daily.rows[0][1:6] == [2, 4, 5, 2, 2]
 
 
-@pytest.mark.parametrize(
-    ("values", "p", "expected"),
-    [
-        ([], 50, None),
-        ([7.0], 99, 7.0),
-        ([1, 2, 3, 4], 50, 2),
-        ([1, 2, 3, 4], 51, 3),
-        (list(range(1, 101)), 95, 95),
-    ],
-)
-def test_nearest_rank_percentile(values: list[float], p: float, expected: float | None) -> None:
-    assert nearest_rank(values, p) == expected
+def reference_percentile(values: list[float], p: int) -> float:
+    """Nearest rank, the textbook way: the smallest value with >= p% of values at or below."""
+    ordered = sorted(values)
+    return next(v for i, v in enumerate(ordered, 1) if i / len(ordered) >= p / 100)
+
+
+@pytest.mark.parametrize("count", [1, 2, 3, 20, 101])
+def test_percentiles_ranked_in_sql_match_the_definition(known_data: KnownData, count: int) -> None:
+    # given: `count` model answers with distinct, shuffled TTFTs on a fresh site
+    rng = random.Random(count)
+    values = [round(rng.uniform(50, 900), 3) for _ in range(count)]
+    site = Site.objects.create(name="Percentiles")
+    conv = conversation(site, DAY1)
+    for value in values:
+        answer(question(conv, "q", DAY1), "llm", ttft_ms=value, total_ms=value, sla_met=True)
+    scope = Scope([site.pk], datetime(2026, 3, 2, tzinfo=UTC), datetime(2026, 3, 3, tzinfo=UTC))
+    # when
+    figures = latency_percentiles(scope, "ttft_ms")["llm"]
+    # then
+    assert figures == {
+        "n": count,
+        50: reference_percentile(values, 50),
+        95: reference_percentile(values, 95),
+        99: reference_percentile(values, 99),
+    }
