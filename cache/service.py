@@ -508,6 +508,18 @@ class SemanticCache:
             self._changed(site_id, "delete", ids)
         return count
 
+    def purge_site(self, site_id: str) -> int:
+        """Forget everything about a site (a deleted site): entries, near misses, policy."""
+        self._check_site(site_id)
+        ids = self.store.site_entry_ids(site_id)
+        count = self.store.delete(site_id, ids)
+        self.redis.delete(self.store.keys.near_misses(site_id))
+        self.redis.srem(self.store.keys.sites, site_id)
+        self.store.set_policy(site_id, None)
+        self._changed(site_id, "delete", ids)
+        self._changed(site_id, "policy", [])
+        return count
+
     def delete_entry(self, entry_id: str) -> bool:
         site_id = site_of(entry_id)
         removed = self.store.delete(site_id, [entry_id]) > 0

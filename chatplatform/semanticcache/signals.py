@@ -61,9 +61,4 @@ def site_saved(sender: type[Site], instance: Site, created: bool, **kwargs: Any)
 @receiver(post_delete, sender=Site, dispatch_uid="semanticcache_site_deleted")
 def site_deleted(sender: type[Site], instance: Site, **kwargs: Any) -> None:
     site_id = str(instance.pk)
-
-    def run() -> None:
-        get_cache().purge_generated(site_id)
-        set_site_policy(instance.pk, None)
-
-    transaction.on_commit(run, robust=True)
+    transaction.on_commit(lambda: get_cache().purge_site(site_id), robust=True)

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import redis
 
 from cache import CacheConfig, SemanticCache
 from cache.encoder import OnnxEncoder, load_encoder
@@ -39,6 +40,16 @@ def make_cache(redis_url: str, encoder: OnnxEncoder) -> Iterator[Callable[..., S
     yield build
     for cache in built:
         cache.close()
+    delete_prefix(redis_url, prefix)
+
+
+def delete_prefix(redis_url: str, prefix: str) -> None:
+    """Remove a test's keys (the redis-server is shared with the rest of the suite)."""
+    client = redis.Redis.from_url(redis_url)
+    keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
+    if keys:
+        client.delete(*keys)
+    client.close()
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from cache import SemanticCache
+from tests.cache.conftest import delete_prefix
 
 ROOT = Path(__file__).resolve().parents[2]
 VISIBLE_WITHIN_S = 1.0  # the bound for a change to reach every process
@@ -59,8 +60,10 @@ def start_peer(redis_url: str, prefix: str) -> Iterator[Peer]:
 
 
 @pytest.fixture
-def prefix() -> str:
-    return f"p{uuid.uuid4().hex[:10]}"
+def prefix(redis_url: str) -> Iterator[str]:
+    name = f"p{uuid.uuid4().hex[:10]}"
+    yield name
+    delete_prefix(redis_url, name)
 
 
 @pytest.fixture
