@@ -272,3 +272,21 @@ def test_process_row_bound_is_enforced(make_cache: Callable[..., SemanticCache])
     assert cache.row_count() <= 4
     assert cache.lookup("shop", "How long does delivery take?").hit
     assert not cache.lookup("shop", "How do I return an item?").hit
+
+
+def test_async_suggestions_match_sync(cache: SemanticCache) -> None:
+    load_shop(cache)
+    question = "parcel delivery time"
+    sync = [s.faq_id for s in cache.nearest_faqs("shop", question, k=2)]
+    assert [s.faq_id for s in asyncio.run(cache.anearest_faqs("shop", question, k=2))] == sync
+    assert asyncio.run(cache.anearest_faqs("nobody", question)) == []
+
+
+def test_deleted_site_is_forgotten(make_cache: Callable[..., SemanticCache]) -> None:
+    cache = make_cache(admission_min_conversations=1)
+    load_shop(cache)
+    cache.offer_generated("shop", "Do you sell gift cards?", "Yes, online and in store.", "c")
+    cache.set_site_policy("shop", 0.5)
+    assert cache.purge_site("shop") == 5
+    assert cache.lookup("shop", "How long does delivery take?").reason == "no_entry"
+    assert cache.store.site_entry_ids("shop") == [] and cache.store.policies() == {}
