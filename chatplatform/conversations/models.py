@@ -98,6 +98,34 @@ class Message(models.Model):
             models.Index(fields=["site", "received_at"]),
             models.Index(fields=["site", "role", "received_at"]),
             models.Index(fields=["conversation", "received_at"]),
+            # Covering indexes for the dashboard's aggregates (chatplatform/dashboards/
+            # queries.py): each query then reads only its index, never the table rows.
+            models.Index(
+                fields=[
+                    "site",
+                    "received_at",
+                    "role",
+                    "source",
+                    "sla_met",
+                    "feedback",
+                    "gpu_seconds",
+                    "prompt_tokens",
+                    "completion_tokens",
+                ],
+                name="message_dashboard_daily_idx",
+            ),
+            models.Index(
+                fields=[
+                    "site",
+                    "role",
+                    "received_at",
+                    "source",
+                    "in_reply_to",
+                    "ttft_ms",
+                    "total_ms",
+                ],
+                name="message_dashboard_answers_idx",
+            ),
         ]
         constraints = [
             models.UniqueConstraint(
