@@ -16,6 +16,9 @@ from django.conf import settings
 from chatplatform.chat import config
 
 WINDOW_S = 60
+# Commands here take well under a millisecond: 32 connections serve thousands of sockets.
+REDIS_POOL_SIZE = 32
+REDIS_POOL_WAIT_S = 5.0
 _KEY_PREFIX = "chat:limit"
 
 # An asyncio client belongs to the event loop it was made on: one per loop (a server has one;
@@ -30,7 +33,12 @@ def redis_client() -> aioredis.Redis:
     loop = asyncio.get_running_loop()
     client = _clients.get(loop)
     if client is None:
-        client = aioredis.Redis.from_url(settings.REDIS_URL)
+        # A blocking pool: under a burst, callers wait briefly for a free connection instead
+        # of failing with "Too many connections".
+        pool = aioredis.BlockingConnectionPool.from_url(
+            settings.REDIS_URL, max_connections=REDIS_POOL_SIZE, timeout=REDIS_POOL_WAIT_S
+        )
+        client = aioredis.Redis(connection_pool=pool)
         _clients[loop] = client
     return client
 
