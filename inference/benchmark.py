@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import random
 import statistics
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -247,6 +246,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--skip-quantization", action="store_true")
     args = parser.parse_args(argv)
 
+    import torch
+
     from inference.build_model import build
     from inference.cb_engine import ContinuousBatchingEngine
     from inference.runtime import warmup_prompt
@@ -257,7 +258,7 @@ def main(argv: list[str] | None = None) -> None:
     env = {"CHAT_MODEL": args.model, "QUANTIZATION": args.quantization, "INFERENCE_DEVICE": "cpu"}
     model, tokenizer = load_model_and_tokenizer(ModelSettings.from_env(env))
     limits = EngineLimits(max_running=args.max_running, max_new_tokens=args.new_tokens)
-    print(f"model {args.model} ({args.quantization}), {threading.active_count()} threads")
+    print(f"model {args.model} ({args.quantization}), torch threads {torch.get_num_threads()}")
 
     figures: list[LevelFigures] = []
     for system in args.systems:

@@ -81,13 +81,16 @@ class ContinuousBatchingEngine(Engine):
     def _admission_loop(self) -> None:
         while True:
             with self._lock:
-                # Wake on submit/finish; the timeout re-checks waiting deadlines regularly.
-                self._wake.wait(timeout=0.05)
                 if self._closed:
                     return
                 self._flag_overdue_waiting()
                 free = self.limits.max_running - len(self._running)
                 admitted = self._take_waiting(free) if free > 0 else []
+                if not admitted:
+                    # Checked and waited under one lock hold, so no submit/finish is missed;
+                    # the timeout re-checks waiting deadlines regularly.
+                    self._wake.wait(timeout=0.05)
+                    continue
             for ticket in admitted:
                 self._announce_start(ticket)
                 self._manager.add_request(

@@ -100,7 +100,10 @@ class AnswerService:
 
     def handle(self, payload: dict[str, Any]) -> str:
         """Answer one request; returns what happened (for logs and the task result)."""
-        request = InferenceRequest.from_dict(payload)
+        try:
+            request = InferenceRequest.from_dict(payload)
+        except (TypeError, KeyError, ValueError) as error:
+            return self._refuse_malformed(payload, error)
         logger.info("message %s: received", request.message_id)
         outcome = self._handle(request)
         logger.info("message %s: %s", request.message_id, outcome)
@@ -186,6 +189,24 @@ class AnswerService:
         )
         self._conclude(request, event, result)
         return f"refused:{refusal.code}"
+
+    def _refuse_malformed(self, payload: Any, error: Exception) -> str:
+        """A payload that is not an InferenceRequest: refuse it if we can tell whose it is."""
+        logger.error("malformed inference request: %s", error)
+        ids = payload if isinstance(payload, dict) else {}
+        conversation_id, message_id = ids.get("conversation_id"), ids.get("message_id")
+        if not (isinstance(conversation_id, str) and isinstance(message_id, str)):
+            return "refused:bad_request"  # nobody to tell; the log has it
+        if not self.redis.set(answered_key(message_id), "1", nx=True, ex=ANSWERED_TTL_S):
+            return "duplicate"
+        event = {
+            "type": StreamEventType.REFUSED.value,
+            "message_id": message_id,
+            "code": "bad_request",
+            "message": f"the request is malformed: {error}",
+        }
+        self._send(conversation_group(conversation_id), event).result(timeout=SEND_TIMEOUT_S)
+        return "refused:bad_request"
 
     def _conclude(
         self, request: InferenceRequest, event: dict[str, Any], result: InferenceResult
