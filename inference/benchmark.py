@@ -260,20 +260,26 @@ def main(argv: list[str] | None = None) -> None:
     limits = EngineLimits(max_running=args.max_running, max_new_tokens=args.new_tokens)
     print(f"model {args.model} ({args.quantization}), torch threads {torch.get_num_threads()}")
 
-    figures: list[LevelFigures] = []
+    # Systems take turns at each level (rather than one system running all levels, then the
+    # next) so that load from other processes on a shared machine hits all three alike.
+    engines: dict[str, Engine | None] = {}
     for system in args.systems:
-        engine: Engine | None = None
         if system == "continuous":
-            engine = ContinuousBatchingEngine(model, tokenizer, limits)
+            engines[system] = ContinuousBatchingEngine(model, tokenizer, limits)
         elif system == "static":
-            engine = StaticBatchEngine(model, tokenizer, limits)
+            engines[system] = StaticBatchEngine(model, tokenizer, limits)
+        else:
+            engines[system] = None
+            run_sequential(model, [0.0], prompts(tokenizer, 1, 1024), 4)  # warm-up
+    for engine in engines.values():
         if engine is not None:
             engine.warmup(warmup_prompt(tokenizer, limits), requests=4)
-        else:
-            run_sequential(model, [0.0], prompts(tokenizer, 1, 1024), 4)  # warm-up
-        for level in args.levels:
-            schedule = poisson_schedule(level, level / args.window, seed=level)
-            inputs = prompts(tokenizer, level, limits.max_prompt_tokens)
+
+    figures: list[LevelFigures] = []
+    for level in args.levels:
+        schedule = poisson_schedule(level, level / args.window, seed=level)
+        inputs = prompts(tokenizer, level, limits.max_prompt_tokens)
+        for system, engine in engines.items():
             if engine is not None:
                 outcomes = run_engine(engine, schedule, inputs, args.new_tokens)
             else:
@@ -286,6 +292,7 @@ def main(argv: list[str] | None = None) -> None:
                 f"SLA met {row.sla_share:.0%}",
                 flush=True,
             )
+    for engine in engines.values():
         if engine is not None:
             engine.close()
 
