@@ -49,7 +49,6 @@ PROMPT_TOKENS = 256  # instructions + FAQ grounding + a few turns
 NEW_TOKENS = 64  # a short customer-service answer
 RATES = [2, 4, 8, 16, 32, 64]  # requests per second
 REQUESTS_PER_RATE_S = 4.0  # each rate runs for about this many seconds of arrivals
-EOS_ID = 100_001  # random weights: pick an id as EOS so lengths are set by NEW_TOKENS
 
 
 class NullTokenizer:
@@ -63,12 +62,15 @@ def make_model(config_values: dict[str, Any], mode: str, device: str) -> Any:
     import torch
     from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
 
-    config = LlamaConfig(**config_values, eos_token_id=EOS_ID, pad_token_id=0)
+    # Random weights: the last vocabulary id as EOS is as (un)likely as any; answers run to
+    # NEW_TOKENS in practice, which is what a fixed-length benchmark wants.
+    eos_id = config_values["vocab_size"] - 1
+    config = LlamaConfig(**config_values, eos_token_id=eos_id, pad_token_id=0)
     config._attn_implementation = "sdpa"
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
     with torch.device(device):
         model = LlamaForCausalLM(config).to(dtype).eval()
-    model.generation_config = GenerationConfig(eos_token_id=EOS_ID, pad_token_id=0)
+    model.generation_config = GenerationConfig(eos_token_id=eos_id, pad_token_id=0)
     quantize(model, mode, device)
     return model
 
