@@ -58,8 +58,9 @@ def llama(tiny_model_dir: Path) -> tuple[Any, Any]:
     return load(tiny_model_dir)
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def engine(llama) -> Iterator[Engine]:
+    # One engine for the module (tests use distinct message ids); starting one costs seconds.
     model, tokenizer = llama
     engine = ContinuousBatchingEngine(model, tokenizer, LIMITS)
     yield engine
@@ -119,9 +120,10 @@ def test_deltas_are_coalesced_to_one_per_30_ms(engine: Engine) -> None:
     assert all(gap >= 0.029 for gap in gaps[:-1]), gaps
 
 
-def test_waiting_requests_start_earliest_deadline_first(llama) -> None:
-    # given an engine with one running slot, busy with a long answer
-    model, tokenizer = llama
+def test_waiting_requests_start_earliest_deadline_first(tiny_model_dir: Path) -> None:
+    # given an engine with one running slot, busy with a long answer (its own model copy: a
+    # batching manager switches the model's attention implementation while it runs)
+    model, tokenizer = load(tiny_model_dir)
     engine = ContinuousBatchingEngine(model, tokenizer, EngineLimits(1, 256, 16, 256))
     try:
         recorder = Recorder()
