@@ -15,7 +15,7 @@ from chatplatform.semanticcache.service import get_cache
 from chatplatform.tenants.models import Site
 from tests.cache.test_processes import VISIBLE_WITHIN_S, Peer
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.slow]  # loads the embedding model
 
 DEFAULT_PREFIX = "sc1"  # what get_cache() uses (CacheConfig's default)
 

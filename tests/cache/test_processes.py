@@ -19,6 +19,8 @@ import pytest
 from cache import SemanticCache
 from tests.cache.conftest import delete_prefix
 
+pytestmark = pytest.mark.slow  # starts other processes that load the embedding model
+
 ROOT = Path(__file__).resolve().parents[2]
 VISIBLE_WITHIN_S = 1.0  # the bound for a change to reach every process
 PEER_START_TIMEOUT_S = 60

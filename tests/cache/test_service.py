@@ -13,6 +13,8 @@ from cache import SemanticCache
 from cache.types import Admission
 from tests.cache.conftest import load_shop
 
+pytestmark = pytest.mark.slow  # loads the embedding model (once per session)
+
 
 def test_exact_tier_hits_without_the_encoder(cache: SemanticCache) -> None:
     # given
