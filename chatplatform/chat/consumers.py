@@ -35,6 +35,7 @@ from chatplatform.chat.protocol import (
     error_frame,
     parse_client_frame,
 )
+from chatplatform.chat.writer import writer
 from inference.contracts import InferenceResult, conversation_group
 
 logger = logging.getLogger(__name__)
@@ -202,14 +203,16 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 confidence=result.confidence,
                 arrival=arrival,
             )
-        message_id, created = await database_sync_to_async(store.save_question)(
-            self.site.id,
-            self.conversation_id,
-            message.client_message_id,
-            message.text,
-            received_at,
-            cached,
-            self.site.sla_ms,
+        message_id, created = await writer().save(
+            store.NewQuestion(
+                site_id=self.site.id,
+                conversation_id=self.conversation_id,
+                client_message_id=message.client_message_id,
+                text=message.text,
+                received_at=received_at,
+                cached=cached,
+                sla_ms=self.site.sla_ms,
+            )
         )
         await self.send_json(
             {

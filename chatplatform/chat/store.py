@@ -99,90 +99,124 @@ class CachedAnswer:
     arrival: float  # unix seconds the question arrived: its server time is measured from here
 
 
-def save_question(
-    site_id: int,
-    conversation_id: str,
-    client_message_id: str,
-    text: str,
-    received_at: datetime,
-    cached: CachedAnswer | None,
-    sla_ms: int,
-) -> tuple[str, bool]:
-    """Persist the customer's message and, in the same transaction, its answer's row.
+@dataclass(frozen=True)
+class NewQuestion:
+    """A customer's message to store (with its answer's row: cached, or pending the model)."""
 
-    With `cached` the answer row is the finished cache answer (about to be sent; its server
-    time is taken just before the commit); without, it is the pending model answer that the
-    finalize task completes. One write per customer message keeps the hot path to a single
-    commit. Returns (message id, created): a client that resends the same `client_message_id`
-    (after a reconnect) gets the existing message back with created=False, and it is not
-    processed twice.
+    site_id: int
+    conversation_id: str
+    client_message_id: str
+    text: str
+    received_at: datetime
+    cached: CachedAnswer | None
+    sla_ms: int
+
+
+def save_questions(questions: list[NewQuestion]) -> list[tuple[str, bool]]:
+    """Persist customer messages and their answers' rows, all in one transaction.
+
+    Returns (message id, created) per question, in order. A client that resends a
+    `client_message_id` (after a reconnect) gets the existing message with created=False, so
+    a message is never processed twice. One commit for a whole batch is what lets one web
+    process take hundreds of messages a second on SQLite (see chat/writer.py).
     """
     try:
         with transaction.atomic():
-            question = Message.objects.create(
-                site_id=site_id,
-                conversation_id=conversation_id,
-                role=Message.Role.CUSTOMER,
-                text=text,
-                state=Message.State.DONE if cached else Message.State.PENDING,
-                client_message_id=client_message_id,
-                received_at=received_at,
-            )
-            if cached is None:
-                _pending_answer(site_id, conversation_id, str(question.pk), received_at)
-            else:
-                _cached_answer(
-                    site_id, conversation_id, str(question.pk), received_at, cached, sla_ms
-                )
-            Conversation.objects.filter(pk=conversation_id).update(last_activity_at=received_at)
+            return _insert_questions(questions)
     except IntegrityError:
-        existing = Message.objects.get(
-            conversation_id=conversation_id, client_message_id=client_message_id
+        # Another process stored one of these ids meanwhile: redo them one at a time.
+        results = []
+        for question in questions:
+            try:
+                with transaction.atomic():
+                    results.extend(_insert_questions([question]))
+            except IntegrityError:
+                results.append((_existing_id(question), False))
+        return results
+
+
+def _existing_id(question: NewQuestion) -> str:
+    return str(
+        Message.objects.values_list("pk", flat=True).get(
+            conversation_id=question.conversation_id,
+            client_message_id=question.client_message_id,
         )
-        return str(existing.pk), False
-    return str(question.pk), True
+    )
 
 
-def _pending_answer(
-    site_id: int, conversation_id: str, message_id: str, received_at: datetime
-) -> None:
-    Message.objects.create(
+def _insert_questions(questions: list[NewQuestion]) -> list[tuple[str, bool]]:
+    existing = {
+        (str(conversation), client_id): str(pk)
+        for conversation, client_id, pk in Message.objects.filter(
+            conversation_id__in={q.conversation_id for q in questions},
+            client_message_id__in={q.client_message_id for q in questions},
+        ).values_list("conversation_id", "client_message_id", "pk")
+    }
+    rows: list[Message] = []
+    results: list[tuple[str, bool]] = []
+    for question in questions:
+        key = (question.conversation_id, question.client_message_id)
+        if key in existing:  # stored before, or earlier in this very batch
+            results.append((existing[key], False))
+            continue
+        message_id = str(uuid.uuid4())
+        existing[key] = message_id
+        results.append((message_id, True))
+        rows.append(
+            Message(
+                id=message_id,
+                site_id=question.site_id,
+                conversation_id=question.conversation_id,
+                role=Message.Role.CUSTOMER,
+                text=question.text,
+                state=Message.State.DONE if question.cached else Message.State.PENDING,
+                client_message_id=question.client_message_id,
+                received_at=question.received_at,
+            )
+        )
+        if question.cached is None:
+            rows.append(_pending_answer(question, message_id))
+        else:
+            rows.append(_cached_answer(question, message_id, question.cached))
+    Message.objects.bulk_create(rows)
+    # One statement for the batch: its messages arrived within milliseconds of each other.
+    Conversation.objects.filter(pk__in={q.conversation_id for q in questions}).update(
+        last_activity_at=max(q.received_at for q in questions)
+    )
+    return results
+
+
+def _pending_answer(question: NewQuestion, message_id: str) -> Message:
+    return Message(
         id=reply_id_for(message_id),
-        site_id=site_id,
-        conversation_id=conversation_id,
+        site_id=question.site_id,
+        conversation_id=question.conversation_id,
         role=Message.Role.ASSISTANT,
         source=Message.Source.LLM,
         state=Message.State.PENDING,
         in_reply_to_id=message_id,
-        received_at=received_at,
+        received_at=question.received_at,
     )
 
 
-def _cached_answer(
-    site_id: int,
-    conversation_id: str,
-    message_id: str,
-    received_at: datetime,
-    cached: CachedAnswer,
-    sla_ms: int,
-) -> None:
+def _cached_answer(question: NewQuestion, message_id: str, cached: CachedAnswer) -> Message:
     now = timezone.now()
     server_ms = (now.timestamp() - cached.arrival) * 1000.0
-    Message.objects.create(
+    return Message(
         id=reply_id_for(message_id),
-        site_id=site_id,
-        conversation_id=conversation_id,
+        site_id=question.site_id,
+        conversation_id=question.conversation_id,
         role=Message.Role.ASSISTANT,
         text=cached.text,
         source=Message.Source.FAQ if cached.faq_id is not None else Message.Source.CACHE,
         state=Message.State.DONE,
         in_reply_to_id=message_id,
-        received_at=received_at,
+        received_at=question.received_at,
         first_token_at=now,
         completed_at=now,
         ttft_ms=server_ms,
         total_ms=server_ms,
-        sla_met=server_ms <= sla_ms,
+        sla_met=server_ms <= question.sla_ms,
         faq_id=cached.faq_id,
         cache_entry_id=cached.entry_id or "",
         cache_confidence=cached.confidence,
