@@ -4,7 +4,8 @@
 a scaled-down DeepSeek-LLM (Llama architecture: MHA, SwiGLU MLP, RoPE theta 10000) with random
 weights, a byte-level BPE tokenizer trained here on built-in customer-service text, and
 DeepSeek-LLM-chat's chat template. `--arch deepseek_v2` writes a tiny MoE DeepSeek-V2 instead
-(used to exercise the non-continuous-batching path). The folder then loads through the very
+(DeepSeek-V2-Lite's architecture, served without continuous batching) and `--arch qwen2` a
+tiny Qwen2 (DeepSeek-R1-Distill-Qwen's architecture). The folder then loads through the very
 same `from_pretrained` path as a real checkpoint. Building is idempotent: an existing complete
 folder is left alone.
 
@@ -122,6 +123,28 @@ def deepseek_v2_config(vocab_size: int, bos_id: int, eos_id: int):
     )
 
 
+def qwen2_config(vocab_size: int, bos_id: int, eos_id: int):
+    """DeepSeek-R1-Distill-Qwen's architecture (Qwen2: GQA, QKV bias), scaled down."""
+    from transformers import Qwen2Config
+
+    return Qwen2Config(
+        vocab_size=vocab_size,
+        hidden_size=HIDDEN_SIZE,
+        intermediate_size=INTERMEDIATE_SIZE,
+        num_hidden_layers=NUM_LAYERS,
+        num_attention_heads=NUM_HEADS,
+        num_key_value_heads=2,  # grouped-query attention, as in R1-Distill-Qwen-1.5B
+        max_position_embeddings=MAX_POSITIONS,
+        bos_token_id=bos_id,
+        eos_token_id=eos_id,
+        pad_token_id=eos_id,
+        tie_word_embeddings=False,
+    )
+
+
+ARCHITECTURES = {"llama": llama_config, "deepseek_v2": deepseek_v2_config, "qwen2": qwen2_config}
+
+
 def is_built(out: Path) -> bool:
     """A folder counts as built once weights, config and tokenizer are all there."""
     return all((out / name).exists() for name in ("config.json", "tokenizer.json")) and any(
@@ -139,7 +162,7 @@ def build(out: Path, arch: str = "llama") -> Path:
     tokenizer = train_tokenizer()
     bos_id = tokenizer.convert_tokens_to_ids(BOS_TOKEN)
     eos_id = tokenizer.convert_tokens_to_ids(EOS_TOKEN)
-    make_config = {"llama": llama_config, "deepseek_v2": deepseek_v2_config}[arch]
+    make_config = ARCHITECTURES[arch]
     config = make_config(len(tokenizer), bos_id, eos_id)
     torch.manual_seed(SEED)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
@@ -163,7 +186,7 @@ def build(out: Path, arch: str = "llama") -> Path:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True, help="folder to write the model to")
-    parser.add_argument("--arch", choices=["llama", "deepseek_v2"], default="llama")
+    parser.add_argument("--arch", choices=sorted(ARCHITECTURES), default="llama")
     args = parser.parse_args(argv)
     path = build(args.out, args.arch)
     print(f"offline model ({args.arch}) ready at {path}")

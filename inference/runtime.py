@@ -23,8 +23,9 @@ from inference.service import AnswerService
 
 logger = logging.getLogger(__name__)
 
-# transformers' continuous batching fails inside the paged cache for these (index_copy_
-# shape error with MLA attention, transformers 5.24): they get the static batcher.
+# transformers' continuous batching fails inside the paged cache for these (an index_copy_
+# shape error: MLA's key and value head sizes differ; seen with 5.23 and 5.24, and pinned by
+# tests/inference/test_engine.py): they get the static batcher.
 NO_CONTINUOUS_BATCHING = frozenset({"deepseek_v2", "deepseek_v3"})
 
 

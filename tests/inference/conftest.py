@@ -27,3 +27,10 @@ def tiny_tokenizer(tiny_model_dir: Path) -> Any:
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(tiny_model_dir)
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen2_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from inference.build_model import build
+
+    return build(tmp_path_factory.mktemp("models") / "tiny-qwen2", arch="qwen2")

@@ -228,3 +228,38 @@ def test_moe_model_streams_through_the_static_batcher(tiny_moe_dir: Path) -> Non
             assert 0 < ticket.result.completion_tokens <= 12
     finally:
         engine.close()
+
+
+def test_architectures_are_routed_to_the_back_end_that_can_run_them(
+    tiny_moe_dir: Path, tiny_qwen2_dir: Path
+) -> None:
+    from inference.runtime import make_engine
+
+    for model_dir, expected in [
+        (tiny_moe_dir, StaticBatchEngine),
+        (tiny_qwen2_dir, ContinuousBatchingEngine),
+    ]:
+        model, tokenizer = load(model_dir)
+        engine = make_engine(model, tokenizer, LIMITS)
+        try:
+            assert type(engine) is expected
+            ids = prompt(tokenizer)
+            ticket = engine.submit(request("route", max_new_tokens=4), ids, Recorder())
+            wait(ticket)
+            assert ticket.result is not None and ticket.result.finish_reason in {"length", "stop"}
+        finally:
+            engine.close()
+
+
+def test_continuous_batching_still_fails_for_deepseek_v2(tiny_moe_dir: Path) -> None:
+    # Pins the upstream limitation the static fallback exists for: if transformers fixes it,
+    # this fails, and deepseek_v2/v3 can move to continuous batching (runtime.py).
+    model, tokenizer = load(tiny_moe_dir)
+    engine = ContinuousBatchingEngine(model, tokenizer, LIMITS)
+    try:
+        ticket = engine.submit(request("moe-cb", max_new_tokens=4), prompt(tokenizer), Recorder())
+        wait(ticket)
+        assert ticket.result is not None and ticket.result.finish_reason == "error"
+        assert ticket.error is not None and "index_copy_" in ticket.error
+    finally:
+        engine.close()
