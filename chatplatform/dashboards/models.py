@@ -28,3 +28,53 @@ class SiteAccess(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user} -> {self.site}"
+
+
+class DailySourceRollup(models.Model):
+    """Message counts and sums of one site, UTC day, role and answer source: exactly what the
+    dashboard's grouped query returns for that day, kept so settled days are not re-scanned.
+    Written by rollups.py only; the per-message records stay the source of truth."""
+
+    site = models.ForeignKey(Site, on_delete=models.CASCADE, related_name="+")
+    day = models.DateField()
+    role = models.CharField(max_length=16)
+    source = models.CharField(max_length=16, blank=True)
+    n = models.PositiveIntegerField()
+    sla_checked = models.PositiveIntegerField()
+    sla_met = models.PositiveIntegerField()
+    thumbs_up = models.PositiveIntegerField()
+    thumbs_down = models.PositiveIntegerField()
+    gpu_seconds = models.FloatField()
+    prompt_tokens = models.BigIntegerField()
+    completion_tokens = models.BigIntegerField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["site", "day", "role", "source"], name="unique_daily_source_rollup"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.site_id} {self.day} {self.role}/{self.source}: {self.n}"
+
+
+class DailySiteRollup(models.Model):
+    """Per site and UTC day: conversations, handoff requests and missed questions. Its
+    existence also marks the day as rolled up (a quiet day has this row with zeros and no
+    DailySourceRollup rows)."""
+
+    site = models.ForeignKey(Site, on_delete=models.CASCADE, related_name="+")
+    day = models.DateField()
+    conversations = models.PositiveIntegerField()
+    handoffs = models.PositiveIntegerField()
+    missed_questions = models.PositiveIntegerField()
+    computed_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["site", "day"], name="unique_daily_site_rollup")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.site_id} {self.day}"

@@ -18,7 +18,8 @@ from chatplatform.dashboards import encoder
 from chatplatform.dashboards.access import readable_sites, staff_only
 from chatplatform.dashboards.forms import ScopeForm
 from chatplatform.dashboards.gaps import MAX_MISSES, Gap, faq_gaps
-from chatplatform.dashboards.queries import RATIO_COLUMNS, Scope, Table, build_dashboard
+from chatplatform.dashboards.queries import RATIO_COLUMNS, Scope, Table
+from chatplatform.dashboards.report import build_dashboard
 
 GAP_COLUMNS = ["site", "missed questions", "question", "other phrasings", "model answer"]
 

@@ -7,7 +7,11 @@ from datetime import UTC, datetime
 
 import pytest
 
-from chatplatform.dashboards.queries import Dashboard, Scope, build_dashboard, latency_percentiles
+from chatplatform.conversations.models import Message
+from chatplatform.dashboards import rollups
+from chatplatform.dashboards.models import DailySiteRollup
+from chatplatform.dashboards.queries import Scope, latency_values, nearest_rank
+from chatplatform.dashboards.report import Dashboard, build_dashboard
 from chatplatform.tenants.models import Site
 from tests.dashboards.conftest import DAY1, KnownData
 from tests.dashboards.factories import answer, conversation, question
@@ -116,8 +120,8 @@ def reference_percentile(values: list[float], p: int) -> float:
 
 
 @pytest.mark.parametrize("count", [1, 2, 3, 20, 101])
-def test_percentiles_ranked_in_sql_match_the_definition(known_data: KnownData, count: int) -> None:
-    # given: `count` model answers with distinct, shuffled TTFTs on a fresh site
+def test_nearest_rank_matches_the_definition(known_data: KnownData, count: int) -> None:
+    # given: `count` model answers with shuffled TTFTs on a fresh site
     rng = random.Random(count)
     values = [round(rng.uniform(50, 900), 3) for _ in range(count)]
     site = Site.objects.create(name="Percentiles")
@@ -126,11 +130,41 @@ def test_percentiles_ranked_in_sql_match_the_definition(known_data: KnownData, c
         answer(question(conv, "q", DAY1), "llm", ttft_ms=value, total_ms=value, sla_met=True)
     scope = Scope([site.pk], datetime(2026, 3, 2, tzinfo=UTC), datetime(2026, 3, 3, tzinfo=UTC))
     # when
-    figures = latency_percentiles(scope, "ttft_ms")["llm"]
+    ttft, _ = latency_values(scope)["llm"]
     # then
-    assert figures == {
-        "n": count,
-        50: reference_percentile(values, 50),
-        95: reference_percentile(values, 95),
-        99: reference_percentile(values, 99),
-    }
+    for p in (50, 95, 99):
+        assert nearest_rank(ttft, p) == reference_percentile(values, p)
+
+
+MARCH = Scope([], datetime(2026, 3, 2, tzinfo=UTC), datetime(2026, 3, 4, tzinfo=UTC))
+BEFORE_MARCH = datetime(2026, 3, 1, tzinfo=UTC)  # as if today were 1 March: every day is live
+
+
+def test_rollups_and_live_counting_give_the_same_tables(known_data: KnownData) -> None:
+    scope = Scope([known_data.shop.pk, known_data.other.pk], MARCH.start, MARCH.end)
+    live = build_dashboard(scope, GPU_COST_PER_HOUR, now=BEFORE_MARCH)
+    assert not DailySiteRollup.objects.exists()
+    settled = build_dashboard(scope, GPU_COST_PER_HOUR)  # today (November): settled days
+    assert DailySiteRollup.objects.count() == 4  # 2 sites x 2 days
+    for live_table, settled_table in zip(live.tables(), settled.tables(), strict=True):
+        assert live_table.rows == settled_table.rows, live_table.name
+
+
+def test_settled_days_are_read_from_rollups_until_rebuilt(known_data: KnownData) -> None:
+    # given: day 1 rolled up, then its messages deleted
+    scope = Scope([known_data.shop.pk], MARCH.start, MARCH.end)
+    before = build_dashboard(scope, GPU_COST_PER_HOUR).daily.rows
+    Message.objects.filter(received_at__lt=datetime(2026, 3, 3, tzinfo=UTC)).delete()
+    # when / then: the stored figures still answer
+    assert build_dashboard(scope, GPU_COST_PER_HOUR).daily.rows[0] == before[0]
+    # when / then: a rebuild recounts from the messages
+    assert rollups.rebuild(scope) == 2
+    assert build_dashboard(scope, GPU_COST_PER_HOUR).daily.rows[0][2:6] == [0, 0, 0, 0]
+
+
+def test_recent_days_are_counted_live_and_not_stored(known_data: KnownData) -> None:
+    scope = Scope([known_data.shop.pk], MARCH.start, MARCH.end)
+    # 5 March: day 2 (3 March) is within SETTLE_DAYS, day 1 is settled
+    build_dashboard(scope, GPU_COST_PER_HOUR, now=datetime(2026, 3, 5, 12, tzinfo=UTC))
+    stored_days = list(DailySiteRollup.objects.values_list("day", flat=True))
+    assert [day.isoformat() for day in stored_days] == ["2026-03-02"]

@@ -1,0 +1,66 @@
+"""The whole overview page's figures for a scope: settled days from stored rollups, recent
+days counted live from the messages, latency from the messages (percentiles need every
+value)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
+
+from chatplatform.dashboards import queries, rollups
+from chatplatform.dashboards.queries import Scope, Table
+
+
+@dataclass
+class Dashboard:
+    daily: Table
+    source_mix: Table
+    sources: Table
+    latency: Table
+    cost: Table
+
+    def tables(self) -> list[Table]:
+        return [self.daily, self.source_mix, self.sources, self.latency, self.cost]
+
+
+def daily_figures(
+    scope: Scope, now: datetime | None = None
+) -> tuple[list[dict[str, Any]], dict[date, int], dict[date, dict[str, int]]]:
+    """(message groups, missed questions per day, conversations per day) over the scope."""
+    settled, live = rollups.split(scope, now)
+    groups: list[dict[str, Any]] = []
+    missed_rows: list[dict[str, Any]] = []
+    conversation_rows: list[dict[str, Any]] = []
+    if settled is not None:
+        stored_groups, stored_missed, stored_conversations = rollups.stored_figures(settled)
+        groups += stored_groups
+        missed_rows += stored_missed
+        conversation_rows += stored_conversations
+    if live is not None:
+        groups += queries.message_groups(live)
+        missed_rows += queries.missed_by_day(live)
+        conversation_rows += queries.conversations_by_day(live)
+    missed: dict[date, int] = defaultdict(int)
+    for row in missed_rows:
+        missed[row["day"]] += row["n"]
+    conversations: dict[date, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for row in conversation_rows:
+        conversations[row["day"]]["conversations"] += row["conversations"]
+        conversations[row["day"]]["handoffs"] += row["handoffs"]
+    return groups, missed, conversations
+
+
+def build_dashboard(
+    scope: Scope, gpu_cost_per_hour: float, now: datetime | None = None
+) -> Dashboard:
+    """Every table of the overview page (FAQ gaps are their own page: gaps.py)."""
+    groups, missed, conversations = daily_figures(scope, now)
+    return Dashboard(
+        daily=queries.daily_table(scope, groups, missed, conversations),
+        source_mix=queries.source_mix_table(scope, groups),
+        sources=queries.sources_table(groups),
+        latency=queries.latency_table(queries.latency_values(scope)),
+        cost=queries.cost_table(groups, gpu_cost_per_hour),
+    )
