@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import random
 from datetime import UTC, datetime
 
 import pytest
+from django.core.management import call_command
 
 from chatplatform.conversations.models import Message
 from chatplatform.dashboards import rollups
@@ -168,3 +170,12 @@ def test_recent_days_are_counted_live_and_not_stored(known_data: KnownData) -> N
     build_dashboard(scope, GPU_COST_PER_HOUR, now=datetime(2026, 3, 5, 12, tzinfo=UTC))
     stored_days = list(DailySiteRollup.objects.values_list("day", flat=True))
     assert [day.isoformat() for day in stored_days] == ["2026-03-02"]
+
+
+def test_refresh_command_fills_settled_days(known_data: KnownData) -> None:
+    out = io.StringIO()
+    call_command("refresh_dashboard_rollups", "--days", "400", stdout=out)
+    assert out.getvalue().strip() == "800 site-days computed"  # 2 sites x 400 days
+    out = io.StringIO()
+    call_command("refresh_dashboard_rollups", "--days", "400", stdout=out)
+    assert out.getvalue().strip() == "0 site-days computed"
