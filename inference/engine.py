@@ -85,6 +85,7 @@ class Engine(ABC):
         self._running: dict[str, Ticket] = {}
         self._closed = False
         self._ids = iter(range(1 << 62))
+        self.tokens_generated = 0  # all requests, since start (written by back-end threads only)
         eos = model.generation_config.eos_token_id
         self.eos_ids: set[int] = set(eos if isinstance(eos, list) else [eos])
 
@@ -205,6 +206,7 @@ class Engine(ABC):
         since = ticket.last_output_at or ticket.admitted_at or now
         ticket.gpu_seconds += (now - since) / max(running, 1)
         ticket.last_output_at = now
+        self.tokens_generated += len(token_ids) - ticket.completion_tokens
         ticket.completion_tokens = len(token_ids)
         text = ticket.coalescer.add(ticket.stream.push(token_ids), now)
         if text:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,6 +28,44 @@ logger = logging.getLogger(__name__)
 # shape error: MLA's key and value head sizes differ; seen with 5.23 and 5.24, and pinned by
 # tests/inference/test_engine.py): they get the static batcher.
 NO_CONTINUOUS_BATCHING = frozenset({"deepseek_v2", "deepseek_v3"})
+
+
+# The chat side's /metrics reads this hash (chatplatform/metrics.py): engine figures of the
+# worker that wrote last. Once a second is plenty for a scrape and costs one HSET.
+STATS_KEY = "inference:stats"
+STATS_INTERVAL_S = 1.0
+STATS_TTL_S = 60  # a dead worker's figures expire instead of looking current forever
+
+
+class StatsReporter:
+    """Writes batch size and recent tokens/s to Redis every STATS_INTERVAL_S, in a thread."""
+
+    def __init__(self, engine: Engine, client: redis.Redis) -> None:
+        self._engine = engine
+        self._redis = client
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="inference-stats", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        last_tokens, last_time = self._engine.tokens_generated, time.monotonic()
+        while not self._stop.wait(STATS_INTERVAL_S):
+            tokens, now = self._engine.tokens_generated, time.monotonic()
+            figures = {
+                "batch_size": self._engine.running_count,
+                "tokens_per_s": round((tokens - last_tokens) / (now - last_time), 2),
+                "updated_at": time.time(),
+            }
+            last_tokens, last_time = tokens, now
+            try:
+                self._redis.hset(STATS_KEY, mapping=figures)
+                self._redis.expire(STATS_KEY, STATS_TTL_S)
+            except redis.RedisError as error:  # figures are best effort; answers are not
+                logger.warning("could not write inference stats: %s", error)
 
 
 def make_engine(model: Any, tokenizer: Any, limits: EngineLimits) -> Engine:
@@ -68,6 +107,7 @@ class Runtime:
     publisher: EventPublisher
     redis: redis.Redis
     service: AnswerService
+    stats: StatsReporter
 
     @classmethod
     def start(cls, redis_url: str, finalize: Callable[[dict[str, Any]], None]) -> Runtime:
@@ -88,9 +128,11 @@ class Runtime:
         client = redis.Redis.from_url(redis_url)
         publisher = EventPublisher(redis_url)
         service = AnswerService(engine, client, publisher, finalize)
-        return cls(engine=engine, publisher=publisher, redis=client, service=service)
+        stats = StatsReporter(engine, client)
+        return cls(engine=engine, publisher=publisher, redis=client, service=service, stats=stats)
 
     def close(self) -> None:
+        self.stats.close()
         self.engine.close()
         self.publisher.close()
         self.redis.close()

@@ -223,6 +223,15 @@ async def test_answer_streams_to_the_group_and_is_finalized(workers, client, red
     assert finalized(redis, "stream-1")[0] == result
 
 
+def test_workers_publish_engine_figures_for_metrics(workers, redis) -> None:
+    # the chat side's /metrics reads this hash (chatplatform/metrics.py)
+    assert await_until(lambda: redis.exists("inference:stats"), timeout=5)
+    stats = {k.decode(): float(v) for k, v in redis.hgetall("inference:stats").items()}
+    assert set(stats) == {"batch_size", "tokens_per_s", "updated_at"}
+    assert time.time() - stats["updated_at"] < 5
+    assert stats["batch_size"] >= 0 and stats["tokens_per_s"] >= 0
+
+
 @pytest.mark.parametrize(
     ("message_id", "fields", "code"),
     [
