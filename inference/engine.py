@@ -111,10 +111,11 @@ class Engine(ABC):
                 prompt_tokens=len(prompt_ids),
             )
             ticket.engine_id = f"{request.message_id}#{next(self._ids)}"
+            # Flag before queueing, so `answer.delayed` always precedes `answer.start`.
+            if time.time() + estimate > request.deadline:
+                self._flag_late(ticket, estimate)
             self._waiting.push(ticket, request.deadline)
             self._wake.notify_all()
-        if time.time() + estimate > request.deadline:
-            self._flag_late(ticket, estimate)
         return ticket
 
     def cancel(self, ticket: Ticket) -> None:

@@ -148,7 +148,7 @@ class AnswerService:
             if self.redis.exists(cancel_key(request.message_id)):
                 self.engine.cancel(ticket)
             if time.monotonic() >= next_renew:
-                lease.reacquire()
+                self._renew(lease, request)
                 next_renew = time.monotonic() + LEASE_RENEW_S
         result = ticket.result
         assert result is not None  # set before `done`
@@ -166,6 +166,14 @@ class AnswerService:
                 "result": result.to_dict(),
             }
         return self._conclude(request, event, result)
+
+    def _renew(self, lease: Any, request: InferenceRequest) -> None:
+        try:
+            lease.reacquire()
+        except redis.exceptions.LockError:
+            # This thread stalled past the lease (an overloaded host): another delivery may
+            # start the answer again. Keep going; the answered key still lets only one finish.
+            logger.warning("lease for %s lapsed during generation", request.message_id)
 
     def _refuse(self, request: InferenceRequest, refusal: Refusal) -> str:
         event = {
