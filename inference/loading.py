@@ -127,8 +127,8 @@ def load_model_and_tokenizer(settings: ModelSettings) -> tuple[Any, Any]:
     model = AutoModelForCausalLM.from_pretrained(
         path,
         dtype=dtype,
-        # CPU is transformers' default placement; a device map (GPU) needs `accelerate`,
-        # which GPU hosts install alongside the CUDA build of torch.
+        # CPU is transformers' default placement; on a GPU the weights load straight onto it
+        # (a device map, through `accelerate`) instead of through host memory.
         device_map=None if settings.device == "cpu" else settings.device,
         quantization_config=quant_config,
         attn_implementation="sdpa",
