@@ -60,25 +60,36 @@ class Gap:
 
 
 def recent_misses(scope: Scope, limit: int = MAX_MISSES) -> list[Miss]:
-    """The latest `limit` missed customer questions, one per question, with the model's answer."""
-    rows = (
-        messages_in(scope)
-        .filter(
-            role=Message.Role.ASSISTANT,
-            source__in=MISS_SOURCES,
-            in_reply_to__isnull=False,
+    """The latest `limit` missed customer questions, one per question, with the model's answer.
+
+    One query per site: each walks its site's (site, role, received_at) index backwards and
+    stops at the limit, where one query over several sites would sort all their misses first.
+    """
+    rows: list[tuple] = []
+    for site_id in scope.site_ids:
+        site_scope = Scope([site_id], scope.start, scope.end)
+        rows += (
+            messages_in(site_scope)
+            .filter(role=Message.Role.ASSISTANT, source__in=MISS_SOURCES, in_reply_to__isnull=False)
+            .order_by("-received_at")
+            .values_list(
+                "received_at",
+                "site_id",
+                "in_reply_to_id",
+                "in_reply_to__text",
+                "source",
+                "text",
+                "feedback",
+            )[: limit * 2]
         )
-        .order_by("-received_at")
-        .values_list("in_reply_to_id", "site_id", "in_reply_to__text", "source", "text", "feedback")
-    )
+    rows.sort(key=lambda row: row[0], reverse=True)
     # A question answered with a holding reply and then the model's answer has two rows: keep
-    # one, with the model's answer. Fetch a few more rows than needed to make up for those.
+    # one, with the model's answer (hence twice the limit fetched above).
     by_question: dict[object, Miss] = {}
-    for question_id, site_id, question, source, text, feedback in rows[: limit * 2]:
-        known = by_question.get(question_id)
+    for _, site_id, question_id, question, source, text, feedback in rows[: limit * 2]:
         if source == Message.Source.LLM:
             by_question[question_id] = Miss(site_id, question, text, feedback == 1)
-        elif known is None:
+        elif question_id not in by_question:
             by_question[question_id] = Miss(site_id, question, "", False)
     return list(by_question.values())[:limit]
 
