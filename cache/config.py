@@ -30,9 +30,11 @@ FLAG_AFTER_NET_NEGATIVE = 3
 # admin's list of questions that an extra FAQ phrasing would catch.
 NEAR_MISS_MIN_CONFIDENCE = 0.3
 MAX_NEAR_MISSES_PER_SITE = 500
-# Index rows (phrasings) one process holds over all sites: ~1.6 KB each (384 float32 + text),
-# so 300k rows bound the index at ~0.5 GB. Sites that would exceed it are not loaded (misses).
-MAX_ROWS_PER_PROCESS = 300_000
+# Index rows (phrasings) one process holds over all sites. Measured by cache.benchmark: ~5.7 KB
+# per row at 100k rows (the float32 embedding twice, in its entry and in the search matrix,
+# plus the entry's Python objects), so 150k rows bound the index at ~0.85 GB per process.
+# Sites that would pass the bound are not loaded (their lookups miss, with an error logged).
+MAX_ROWS_PER_PROCESS = 150_000
 # Change stream: other processes see a change within one block period plus a Redis round trip.
 SYNC_BLOCK_MS = 200
 # Hit counters and near misses are flushed to Redis by the sync thread, off the lookup path.
