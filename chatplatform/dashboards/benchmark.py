@@ -279,7 +279,7 @@ def run_queries(sites: list[Any], repeat: int) -> list[dict[str, Any]]:
             "live: conversations_by_day, last 3 d": lambda s=recent: queries.conversations_by_day(
                 s
             ),
-            "latency_values (exact percentiles)": lambda s=scope: queries.latency_values(s),
+            "latency values from rollups + live": lambda s=scope: report.latency_values(s),
             "recent_misses (gaps SQL)": lambda s=scope: gaps.recent_misses(s),
             "whole page, rollups warm": lambda s=scope: report.build_dashboard(
                 s, settings.GPU_COST_PER_HOUR

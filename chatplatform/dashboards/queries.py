@@ -20,6 +20,7 @@ Definitions:
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -175,11 +176,11 @@ def latency_values(scope: Scope) -> dict[str, tuple[list[float], list[float]]]:
     return {s: (sorted(ttft[s]), sorted(total[s])) for s in set(ttft) | set(total)}
 
 
-def nearest_rank(sorted_values: list[float], p: int) -> float | None:
+def nearest_rank(sorted_values: Sequence[float], p: int) -> float | None:
     """The smallest value with at least p% of the values at or below it (None if no values)."""
-    if not sorted_values:
+    if len(sorted_values) == 0:
         return None
-    return sorted_values[(len(sorted_values) * p + 99) // 100 - 1]
+    return float(sorted_values[(len(sorted_values) * p + 99) // 100 - 1])
 
 
 # --- tables --------------------------------------------------------------------------------------
@@ -291,7 +292,7 @@ def sources_table(groups: list[dict[str, Any]]) -> Table:
     return table
 
 
-def latency_table(values: dict[str, tuple[list[float], list[float]]]) -> Table:
+def latency_table(values: Mapping[str, tuple[Sequence[float], Sequence[float]]]) -> Table:
     columns = ["source", "answers timed"]
     columns += [f"TTFT p{p} ms" for p in PERCENTILES] + [f"total p{p} ms" for p in PERCENTILES]
     table = Table("latency", "Latency by answer source", columns)

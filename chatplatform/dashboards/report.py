@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
+import numpy as np
+
 from chatplatform.dashboards import queries, rollups
 from chatplatform.dashboards.queries import Scope, Table
 
@@ -52,6 +54,30 @@ def daily_figures(
     return groups, missed, conversations
 
 
+def latency_values(
+    scope: Scope, now: datetime | None = None
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per source: every answer's TTFT and total time in the scope, sorted (exact
+    percentiles): settled days' values from the rollups, recent days' from the messages."""
+    settled, live = rollups.split(scope, now)
+    parts: dict[str, tuple[list[np.ndarray], list[np.ndarray]]] = defaultdict(lambda: ([], []))
+    if settled is not None:
+        for source, (ttft, total) in rollups.stored_latencies(settled).items():
+            parts[source][0].extend(ttft)
+            parts[source][1].extend(total)
+    if live is not None:
+        for source, (ttft, total) in queries.latency_values(live).items():
+            parts[source][0].append(np.asarray(ttft, dtype=rollups.VALUES_DTYPE))
+            parts[source][1].append(np.asarray(total, dtype=rollups.VALUES_DTYPE))
+    return {source: (_sorted(ttft), _sorted(total)) for source, (ttft, total) in parts.items()}
+
+
+def _sorted(arrays: list[np.ndarray]) -> np.ndarray:
+    if not arrays:
+        return np.empty(0, dtype=rollups.VALUES_DTYPE)
+    return np.sort(np.concatenate(arrays))
+
+
 def build_dashboard(
     scope: Scope, gpu_cost_per_hour: float, now: datetime | None = None
 ) -> Dashboard:
@@ -61,6 +87,6 @@ def build_dashboard(
         daily=queries.daily_table(scope, groups, missed, conversations),
         source_mix=queries.source_mix_table(scope, groups),
         sources=queries.sources_table(groups),
-        latency=queries.latency_table(queries.latency_values(scope)),
+        latency=queries.latency_table(latency_values(scope, now)),
         cost=queries.cost_table(groups, gpu_cost_per_hour),
     )

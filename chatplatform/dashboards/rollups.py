@@ -16,15 +16,18 @@ from collections import defaultdict
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
+import numpy as np
 from django.db import transaction
 from django.db.models import Sum
 from django.utils import timezone
 
 from chatplatform.dashboards.models import DailySiteRollup, DailySourceRollup
 from chatplatform.dashboards.queries import (
+    ANSWER_ROLES,
     Scope,
     conversations_by_day,
     message_groups,
+    messages_in,
     missed_by_day,
 )
 
@@ -41,6 +44,17 @@ SUMMED = [
     "prompt_tokens",
     "completion_tokens",
 ]
+
+
+VALUES_DTYPE = np.dtype("<f8")  # little-endian float64: the stored floats, bit for bit
+
+
+def pack_values(values: list[float]) -> bytes:
+    return np.sort(np.asarray(values, dtype=VALUES_DTYPE)).tobytes()
+
+
+def unpack_values(blob: bytes | memoryview) -> np.ndarray:
+    return np.frombuffer(bytes(blob), dtype=VALUES_DTYPE)
 
 
 def midnight(day: date) -> datetime:
@@ -85,11 +99,17 @@ def ensure(scope: Scope) -> int:
         midnight(min(d for _, d in missing)),
         midnight(max(d for _, d in missing) + timedelta(days=1)),
     )
-    source_rows = [
-        DailySourceRollup(**{**row, "source": row["source"] or ""})
-        for row in message_groups(span, by_site=True)
-        if (row["site_id"], row["day"]) in missing
-    ]
+    latencies = _latencies_by_site_day_source(span)
+    source_rows = []
+    for row in message_groups(span, by_site=True):
+        key = (row["site_id"], row["day"], row["source"])
+        if key[:2] in missing:
+            ttft, total = latencies.get(key, ([], []))
+            source_rows.append(
+                DailySourceRollup(
+                    **row, ttft_values=pack_values(ttft), total_values=pack_values(total)
+                )
+            )
     per_day: dict[tuple[int, date], dict[str, int]] = defaultdict(dict)
     for row in missed_by_day(span, by_site=True):
         per_day[(row["site_id"], row["day"])]["missed_questions"] = row["n"]
@@ -111,6 +131,42 @@ def ensure(scope: Scope) -> int:
         # Written last: its presence says the day's source rows are complete.
         DailySiteRollup.objects.bulk_create(site_rows, ignore_conflicts=True, batch_size=500)
     return len(missing)
+
+
+def _latencies_by_site_day_source(
+    scope: Scope,
+) -> dict[tuple[int, date, str], tuple[list[float], list[float]]]:
+    """Every answer's (ttft, total) in the scope, grouped by (site, UTC day, source)."""
+    values: dict[tuple[int, date, str], tuple[list[float], list[float]]] = defaultdict(
+        lambda: ([], [])
+    )
+    rows = (
+        messages_in(scope)
+        .filter(role__in=ANSWER_ROLES)
+        .values_list("site_id", "received_at", "source", "ttft_ms", "total_ms")
+        .order_by()
+    )
+    for site_id, received_at, source, ttft_ms, total_ms in rows:
+        ttft, total = values[(site_id, received_at.astimezone(UTC).date(), source)]
+        if ttft_ms is not None:
+            ttft.append(ttft_ms)
+        if total_ms is not None:
+            total.append(total_ms)
+    return values
+
+
+def stored_latencies(scope: Scope) -> dict[str, tuple[list[np.ndarray], list[np.ndarray]]]:
+    """Per source: the stored (ttft, total) value arrays of the scope's settled days."""
+    ensure(scope)
+    days = scope.days()
+    rows = DailySourceRollup.objects.filter(
+        site_id__in=scope.site_ids, day__gte=days[0], day__lte=days[-1], role__in=ANSWER_ROLES
+    ).values_list("source", "ttft_values", "total_values")
+    arrays: dict[str, tuple[list[np.ndarray], list[np.ndarray]]] = defaultdict(lambda: ([], []))
+    for source, ttft, total in rows:
+        arrays[source][0].append(unpack_values(ttft))
+        arrays[source][1].append(unpack_values(total))
+    return arrays
 
 
 def stored_figures(
