@@ -102,10 +102,19 @@ class SemanticCache:
         self._hits: Counter[str] = Counter()
         self._near: list[NearMiss] = []
         self.last_change_id = "0-0"
-        self.rebuild()
+        loaded = True
+        try:
+            self.rebuild()
+        except redis.RedisError:
+            if not self.config.follow_changes:
+                raise
+            # A cache must not take the chat down: start empty (every lookup misses) and let
+            # the sync thread load the indexes once Redis answers.
+            logger.exception("cache: Redis unavailable at start; serving misses until it is back")
+            loaded = False
         self._follower: ChangeFollower | None = None
         if self.config.follow_changes:
-            self._follower = ChangeFollower(self)
+            self._follower = ChangeFollower(self, rebuild_first=not loaded)
             self._follower.start()
 
     # --- process state -----------------------------------------------------------------------
@@ -206,7 +215,10 @@ class SemanticCache:
         if self._follower is not None:
             self._follower.stop()
             self._follower.join(timeout=5)
-        self.flush()
+        try:
+            self.flush()
+        except redis.RedisError:
+            logger.warning("cache: Redis unavailable at close; buffered hit counts are lost")
         self.redis.close()
 
     # --- lookups -----------------------------------------------------------------------------

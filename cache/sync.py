@@ -29,9 +29,10 @@ def _stream_id(value: str) -> tuple[int, int]:
 
 
 class ChangeFollower(threading.Thread):
-    def __init__(self, cache: SemanticCache) -> None:
+    def __init__(self, cache: SemanticCache, rebuild_first: bool = False) -> None:
         super().__init__(name="cache-sync", daemon=True)
         self.cache = cache
+        self._rebuild_first = rebuild_first
         self._stop_event = threading.Event()
 
     def stop(self) -> None:
@@ -39,7 +40,7 @@ class ChangeFollower(threading.Thread):
 
     def run(self) -> None:
         backoff = 0.1
-        failed = False
+        failed = self._rebuild_first
         last_flush = time.monotonic()
         while not self._stop_event.is_set():
             try:

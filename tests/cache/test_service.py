@@ -5,11 +5,13 @@ feedback, eviction and purge."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
-from cache import SemanticCache
+from cache import CacheConfig, SemanticCache
 from cache.types import Admission
 from tests.cache.conftest import load_shop
 
@@ -292,3 +294,29 @@ def test_deleted_site_is_forgotten(make_cache: Callable[..., SemanticCache]) -> 
     assert cache.purge_site("shop") == 5
     assert cache.lookup("shop", "How long does delivery take?").reason == "no_entry"
     assert cache.store.site_entry_ids("shop") == [] and cache.store.policies() == {}
+
+
+def test_cache_started_without_redis_serves_misses_then_recovers(
+    redis_url: str, encoder: object, tmp_path: Path
+) -> None:
+    # given: a redis-server that is not running yet when the cache starts
+    from chatplatform.embedded_redis import EmbeddedRedis, free_port
+
+    server = EmbeddedRedis(free_port(), tmp_path, persist=False)
+    cache = SemanticCache(server.url, encoder, CacheConfig(key_prefix="down"))  # type: ignore[arg-type]
+    try:
+        # then: lookups are clean misses, not errors
+        assert cache.lookup("shop", "How long does delivery take?").reason == "no_entry"
+        # when: Redis comes up and another process writes an FAQ
+        server.start()
+        writer = SemanticCache(server.url, encoder, CacheConfig(key_prefix="down"))  # type: ignore[arg-type]
+        load_shop(writer)
+        writer.close()
+        # then: the first cache catches up on its own
+        deadline = time.monotonic() + 10
+        while not cache.lookup("shop", "How long does delivery take?").hit:
+            assert time.monotonic() < deadline, "cache did not recover after Redis came back"
+            time.sleep(0.05)
+    finally:
+        cache.close()
+        server.stop()
