@@ -25,8 +25,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Count, DateField, Func, Q, QuerySet, Sum
 from django.db.models.functions import TruncDate
+from django.db.models.sql.compiler import SQLCompiler
 
 from chatplatform.conversations.models import Conversation, Message
 
@@ -64,22 +66,20 @@ class Table:
     columns: list[str]
     rows: list[list[Any]] = field(default_factory=list)
 
-    def column(self, name: str) -> list[Any]:
-        index = self.columns.index(name)
-        return [row[index] for row in self.rows]
-
 
 class UTCDate(TruncDate):
     """The UTC calendar day of a datetime column (the dashboard's days are UTC days).
 
     On SQLite, Django's TruncDate calls a Python function per row; datetimes are stored there as
     UTC text "YYYY-MM-DD HH:MM:SS[.ffffff]", so the day is simply the first 10 characters,
-    which SQLite computes natively (~5x faster on a 1M-message table).
+    which SQLite computes natively (the grouped query ran ~2x faster on 100k messages).
     """
 
     output_field = DateField()
 
-    def as_sqlite(self, compiler, connection, **extra):  # noqa: ANN001, ANN003, ANN201
+    def as_sqlite(
+        self, compiler: SQLCompiler, connection: BaseDatabaseWrapper, **extra: Any
+    ) -> tuple[str, list[Any]]:
         return Func.as_sql(
             self, compiler, connection, template="substr(%(expressions)s, 1, 10)", **extra
         )
