@@ -68,6 +68,9 @@ class StatsReporter:
                 logger.warning("could not write inference stats: %s", error)
 
 
+WARMUP_GROUP = "inference.warmup"  # nobody listens; the send only opens the connection
+
+
 def make_engine(model: Any, tokenizer: Any, limits: EngineLimits) -> Engine:
     if model.config.model_type in NO_CONTINUOUS_BATCHING:
         from inference.static_engine import StaticBatchEngine
@@ -127,6 +130,8 @@ class Runtime:
         )
         client = redis.Redis.from_url(redis_url)
         publisher = EventPublisher(redis_url)
+        # Open the channel layer's connection now, not on the first customer's first delta.
+        publisher.publish(WARMUP_GROUP, {"type": "inference.warmup"}).result(timeout=30)
         service = AnswerService(engine, client, publisher, finalize)
         stats = StatsReporter(engine, client)
         return cls(engine=engine, publisher=publisher, redis=client, service=service, stats=stats)
