@@ -77,39 +77,49 @@ class SiteIndex:
         self.entries: dict[str, Entry] = {}
         self._lock = threading.Lock()
         self._snapshot: Snapshot | None = None
+        self._dirty = True
 
     def upsert(self, entry: Entry) -> None:
         with self._lock:
             self.entries[entry.entry_id] = entry
-            self._snapshot = None
+            self._dirty = True
 
     def remove(self, entry_id: str) -> bool:
         with self._lock:
             removed = self.entries.pop(entry_id, None) is not None
-            self._snapshot = None
+            self._dirty = True
             return removed
 
-    def clear(self, predicate: Callable[[Entry], bool] | None = None) -> None:
-        with self._lock:
-            if predicate is None:
-                self.entries.clear()
-            else:
-                self.entries = {k: e for k, e in self.entries.items() if not predicate(e)}
-            self._snapshot = None
+    @property
+    def dirty(self) -> bool:
+        return self._dirty
 
     def row_count(self) -> int:
         return sum(e.embeddings.shape[0] for e in self.entries.values())
 
-    def snapshot(self) -> Snapshot:
-        current = self._snapshot
-        if current is not None:
-            return current
+    def refresh(self) -> None:
+        """Build a new snapshot if entries changed since the last one.
+
+        Called by writers (after applying a change) and by the sync thread, never by lookups:
+        at 100k rows a build takes seconds, and lookups keep reading the previous snapshot
+        meanwhile instead of waiting for it.
+        """
         with self._lock:
-            if self._snapshot is None:
-                now = time.time()
-                live = [e for e in self.entries.values() if servable(e, now)]
-                self._snapshot = build_snapshot(live, self.dim, self._normalize)
-            return self._snapshot
+            if not self._dirty and self._snapshot is not None:
+                return
+            now = time.time()
+            live = [e for e in self.entries.values() if servable(e, now)]
+            self._snapshot = build_snapshot(live, self.dim, self._normalize)
+            self._dirty = False
+
+    def snapshot(self) -> Snapshot:
+        """The latest built snapshot (built here only if none exists yet)."""
+        current = self._snapshot
+        if current is None:
+            self.refresh()
+            current = self._snapshot
+            assert current is not None
+        return current
 
 
 def search(snapshot: Snapshot, vector: np.ndarray, rule: str) -> Decision | None:

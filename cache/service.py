@@ -130,6 +130,7 @@ class SemanticCache:
             for entry in self.store.load_site(site_id):
                 if entry.state == State.ACTIVE:
                     index.upsert(entry)
+            index.refresh()
             site_rows = index.row_count()
             if rows + site_rows > self.config.max_rows_per_process:
                 logger.error(
@@ -164,17 +165,24 @@ class SemanticCache:
         if op == "delete":
             for entry_id in entry_ids:
                 index.remove(entry_id)
-            return
-        if op != "upsert":
+        elif op == "upsert":
+            for entry_id, entry in self.store.load_many(entry_ids).items():
+                if entry is None or entry.state != State.ACTIVE:
+                    index.remove(entry_id)
+                elif entry_id not in index.entries and self._over_row_bound(entry):
+                    logger.error("cache: entry %s not loaded: process row bound reached", entry_id)
+                else:
+                    index.upsert(entry)
+        else:
             logger.warning("cache: unknown change op %r ignored", op)
             return
-        for entry_id, entry in self.store.load_many(entry_ids).items():
-            if entry is None or entry.state != State.ACTIVE:
-                index.remove(entry_id)
-            elif entry_id not in index.entries and self._over_row_bound(entry):
-                logger.error("cache: entry %s not loaded: process row bound reached", entry_id)
-            else:
-                index.upsert(entry)
+        index.refresh()
+
+    def refresh_indexes(self) -> None:
+        """Rebuild snapshots left dirty by lookups that found an expired entry (sync thread)."""
+        for index in list(self._indexes.values()):
+            if index.dirty:
+                index.refresh()
 
     def _over_row_bound(self, entry: Entry) -> bool:
         added = entry.embeddings.shape[0]

@@ -51,6 +51,7 @@ class ChangeFollower(threading.Thread):
                 self._follow_once()
                 if time.monotonic() - last_flush >= self.cache.config.flush_interval_s:
                     self.cache.flush()
+                    self.cache.refresh_indexes()
                     self._check_not_trimmed()
                     last_flush = time.monotonic()
             except redis.RedisError as error:
