@@ -32,6 +32,7 @@
       datasets: [
         dataset("conversations", column(daily, "conversations"), 0),
         dataset("customer messages", column(daily, "customer messages"), 1),
+        dataset("human requests", column(daily, "human requests"), 3),
       ],
     },
     options: { scales: { y: { beginAtZero: true } } },
