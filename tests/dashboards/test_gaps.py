@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import re
 from datetime import UTC, datetime
 from html import unescape
@@ -99,6 +101,10 @@ def test_create_faq_from_a_gap_end_to_end(
     counts = [int(n) for n in re.findall(r'<td data-sort="(\d+)">\d+</td>', html)]
     assert counts == [3, 2]
     link = unescape(re.search(r'class="create-faq" href="([^"]+)"', html).group(1))
+    exported = client.get("/dashboard/gaps.csv", {**RANGE, "site": known_data.shop.pk})
+    rows = list(csv.reader(io.StringIO(exported.content.decode())))
+    assert rows[0] == ["site", "missed questions", "question", "other phrasings", "model answer"]
+    assert [(row[0], row[1]) for row in rows[1:]] == [("Shop", "3"), ("Shop", "2")]
 
     # when: the admin follows the link
     form = client.get(link).content.decode()
