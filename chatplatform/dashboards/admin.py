@@ -1,3 +1,5 @@
+"""Admin for dashboard access grants: which staff user may read which site's dashboard."""
+
 from django.contrib import admin
 
 from chatplatform.dashboards.models import SiteAccess
@@ -7,5 +9,4 @@ from chatplatform.dashboards.models import SiteAccess
 class SiteAccessAdmin(admin.ModelAdmin):
     list_display = ["user", "site"]
     list_filter = ["site"]
-    autocomplete_fields: list[str] = []
     list_select_related = ["user", "site"]
