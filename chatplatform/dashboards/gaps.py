@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from urllib.parse import urlencode
 
 import numpy as np
-from sklearn.cluster import AgglomerativeClustering
 
 from chatplatform.conversations.models import Message
 from chatplatform.dashboards.queries import MISS_SOURCES, Scope, messages_in
@@ -97,6 +96,10 @@ def recent_misses(scope: Scope, limit: int = MAX_MISSES) -> list[Miss]:
 def cluster_labels(vectors: np.ndarray, threshold: float = DISTANCE_THRESHOLD) -> list[int]:
     if len(vectors) == 1:
         return [0]
+    # Imported here: scikit-learn takes seconds to import, and every web process loads this
+    # module through the URLconf while only the FAQ-gaps page needs it.
+    from sklearn.cluster import AgglomerativeClustering
+
     model = AgglomerativeClustering(
         n_clusters=None, distance_threshold=threshold, metric="cosine", linkage="average"
     )
