@@ -23,6 +23,11 @@ class TextStream:
 
     `push` returns the text that is safe to show: text that might still turn into a stop
     sequence (a suffix that is a prefix of one) is held back until it cannot.
+
+    Decoding is incremental (the offsets scheme of text-generation-inference): each push
+    decodes only the tokens since the last complete text, plus the tokens before them as
+    context (byte-level BPE spacing depends on the neighbour), so a long answer costs the
+    same per token as a short one instead of re-decoding everything every step.
     """
 
     decode: Callable[[Sequence[int]], str]
@@ -30,12 +35,16 @@ class TextStream:
     text: str = ""  # everything decoded so far, stop sequence excluded once stopped
     emitted: int = 0  # characters of `text` already handed out
     stopped: bool = False
+    _prefix_offset: int = 0  # start of the context window for the next decode
+    _read_offset: int = 0  # tokens before this are in `text`
+    _ids: Sequence[int] = ()
 
     def push(self, token_ids: Sequence[int]) -> str:
         """All generated ids so far in; new displayable text out."""
         if self.stopped:
             return ""
-        self.text = self.decode(token_ids)
+        self._ids = token_ids
+        self._decode_new(allow_partial=False)
         for stop in self.stop:
             at = self.text.find(stop, max(0, self.emitted - len(stop)))
             if stop and at != -1:
@@ -43,8 +52,6 @@ class TextStream:
                 self.stopped = True
         safe_end = len(self.text)
         if not self.stopped:
-            if self.text.endswith(_INCOMPLETE_CHAR):
-                safe_end = len(self.text.rstrip(_INCOMPLETE_CHAR))
             safe_end = min(safe_end, self._end_before_partial_stop())
         safe_end = max(safe_end, self.emitted)
         delta = self.text[self.emitted : safe_end]
@@ -53,11 +60,24 @@ class TextStream:
 
     def finish(self) -> str:
         """The generation ended: release anything held back (a partial stop is just text)."""
-        end = len(self.text.rstrip(_INCOMPLETE_CHAR))
-        delta = self.text[self.emitted : end]
-        self.emitted = max(self.emitted, end)
-        self.text = self.text[: self.emitted]
+        if not self.stopped:
+            self._decode_new(allow_partial=True)
+        delta = self.text[self.emitted :]
+        self.emitted = len(self.text)
         return delta
+
+    def _decode_new(self, allow_partial: bool) -> None:
+        """Append the text of tokens not yet decoded, if it ends in a complete character."""
+        ids = self._ids
+        before = self.decode(ids[self._prefix_offset : self._read_offset])
+        after = self.decode(ids[self._prefix_offset :])
+        if allow_partial:
+            after = after.rstrip(_INCOMPLETE_CHAR)
+        elif after.endswith(_INCOMPLETE_CHAR):
+            return  # the last token ends mid-character: wait for the next one
+        if len(after) > len(before):
+            self.text += after[len(before) :]
+            self._prefix_offset, self._read_offset = self._read_offset, len(ids)
 
     def _end_before_partial_stop(self) -> int:
         """Where text must stop being shown because its tail could start a stop sequence."""

@@ -42,10 +42,31 @@ def test_partial_stop_prefix_is_released_when_generation_ends() -> None:
     assert stream.finish() == "STO"
 
 
+def decode_bytes(ids: list[int]) -> str:
+    # A byte-level "tokenizer": one token per byte, like byte-level BPE's fallback tokens.
+    return bytes(ids).decode("utf-8", errors="replace")
+
+
 def test_incomplete_utf8_character_is_held_back() -> None:
-    pieces = ["caf", "caf\ufffd", "café"]
-    stream = TextStream(lambda ids: pieces[len(ids) - 1])
-    assert [stream.push([0] * n) for n in (1, 2, 3)] == ["caf", "", "é"]
+    ids = list("café!".encode())  # é is two bytes: 0xC3 0xA9
+    stream = TextStream(decode_bytes)
+    deltas = [stream.push(ids[:n]) for n in range(1, len(ids) + 1)]
+    assert deltas == ["c", "a", "f", "", "é", "!"]
+
+
+def test_incremental_decoding_matches_decoding_everything() -> None:
+    text = "Grüße, 日本 🙂 and plain text"
+    ids = list(text.encode())
+    stream = TextStream(decode_bytes)
+    shown = "".join(stream.push(ids[:n]) for n in range(1, len(ids) + 1)) + stream.finish()
+    assert shown == text == stream.text
+
+
+def test_a_dangling_partial_character_is_dropped_at_the_end() -> None:
+    ids = list(b"ok") + [0xE6]  # the first byte of a three-byte character
+    stream = TextStream(decode_bytes)
+    shown = "".join(stream.push(ids[:n]) for n in range(1, len(ids) + 1))
+    assert shown + stream.finish() == "ok"
 
 
 def test_coalescer_sends_first_text_at_once_then_at_most_every_interval() -> None:
