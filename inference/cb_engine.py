@@ -13,13 +13,10 @@ so those use `StaticBatchEngine`.
 
 from __future__ import annotations
 
-import logging
 import threading
 from typing import Any
 
 from inference.engine import Engine, EngineLimits, Ticket
-
-logger = logging.getLogger(__name__)
 
 # Paged KV cache geometry. A page holds this many tokens of one layer; small pages waste
 # little memory on short customer-service answers, large ones mean fewer page-table entries.

@@ -16,7 +16,6 @@ warmed up there, so the first customer does not pay for it.
 
 from __future__ import annotations
 
-import logging
 import os
 import threading
 from typing import Any
@@ -24,8 +23,6 @@ from typing import Any
 from celery import Celery, signals
 
 from inference.contracts import Queue, TaskName
-
-logger = logging.getLogger(__name__)
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 # Redis redelivers a task nobody acknowledged within this many seconds (acks_late: the ack
