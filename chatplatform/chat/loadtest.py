@@ -75,6 +75,7 @@ class Sample:
     total_ms: float | None = None
     holding: bool = False
     error: str = ""
+    server_ms: float | None = None  # the server's own figure for a whole answer (ttft_ms)
 
 
 @dataclass
@@ -163,6 +164,7 @@ class Customer:
                     continue  # a late frame about an earlier question
                 elif kind_ == "answer":
                     sample.source = frame["source"]
+                    sample.server_ms = frame.get("ttft_ms")
                     sample.first_ms = sample.first_ms or now_ms
                     sample.total_ms = now_ms
                     return sample
@@ -214,6 +216,11 @@ def summarize(samples: list[Sample], sla_ms: int) -> dict[str, Any]:
             "first_text_ms": {f"p{q}": percentile(firsts, q) for q in (50, 95, 99)},
             "total_ms": {f"p{q}": percentile(totals, q) for q in (50, 95, 99)},
         }
+        servers = [s.server_ms for s in group if s.server_ms is not None]
+        if servers:
+            per_source[source]["server_ms"] = {
+                f"p{q}": percentile(servers, q) for q in (50, 95, 99)
+            }
         if ttfts:
             per_source[source]["model_ttft_ms"] = {
                 f"p{q}": percentile(ttfts, q) for q in (50, 95, 99)
