@@ -65,8 +65,9 @@ class Platform:
             )
             os.environ["CHAT_MODEL"] = str(model_dir)
         celery = str(BIN / "celery")
+        # -B: the CPU worker also runs the periodic schedule (dashboard rollups); one per box.
         self.spawn("worker-cpu", [celery, "-A", "chatplatform.celery_app", "worker", "-Q", "cpu",
-                                  "-n", "cpu@%h", "--pool", "threads",
+                                  "-n", "cpu@%h", "--pool", "threads", "-B",
                                   "-c", str(CPU_WORKER_THREADS), "-l", "INFO"])  # fmt: skip
         self.spawn("worker-inference", [celery, "-A", "inference.worker", "worker",
                                         "-Q", "inference", "-n", "inference@%h",
