@@ -214,6 +214,17 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 sla_ms=self.site.sla_ms,
             )
         )
+        stored = None
+        if not created:
+            # A resend after a reconnect: its answer is finished (send it again) or not.
+            stored = await database_sync_to_async(store.stored_answer)(
+                store.reply_id_for(message_id)
+            )
+        if stored is None and (cached is None or not created):
+            # The model's task is queued before the ack: a crash in between leaves the message
+            # un-acked, the widget resends it, and it is queued again here (workers answer a
+            # message id once, so a second task for it is harmless).
+            await self.ask_model(message, message_id, received_at, arrival)
         await self.send_json(
             {
                 "type": ServerType.ACK.value,
@@ -222,19 +233,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 "duplicate": not created,
             }
         )
-        if not created:
-            # A resend after a reconnect: its answer is finished (send it) or still coming.
-            frame = await database_sync_to_async(store.stored_answer)(
-                store.reply_id_for(message_id)
-            )
-            if frame is not None:
-                await self.deliver_whole(frame)
-            return
-        self.turns.append(("user", message.text))
-        if cached is not None:
+        if stored is not None:
+            await self.deliver_whole(stored)
+        elif created and cached is not None:
+            self.turns.append(("user", message.text))
             await self.answer_from_cache(message_id, arrival, cached)
-        else:
-            await self.ask_model(message, message_id, received_at, arrival)
 
     async def answer_from_cache(
         self, message_id: str, arrival: float, cached: store.CachedAnswer
@@ -262,6 +265,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self, message: ChatMessage, message_id: str, received_at: datetime, arrival: float
     ) -> None:
         assert self.site is not None and self.conversation_id is not None
+        if message_id in self.pending:
+            return  # already asked on this socket
+        self.turns.append(("user", message.text))
         found = await answering.suggestions(self.site.id, message.text)
         pending = PendingAnswer(
             message_id=message_id,

@@ -322,3 +322,23 @@ async def test_abandoned_answer_is_cancelled_after_the_grace_period(
     assert client.get(cancel_key(left["message_id"])) == b"1"
     assert client.get(cancel_key(stayed["message_id"])) is None
     await other_tab.close()
+
+
+async def test_resent_unanswered_message_is_queued_again(chat_cache, redis_url: str) -> None:
+    # given a question whose model task may have been lost with its web process
+    site = await site_with(sla_ms=10_000)
+    first = Client()
+    await first.connect()
+    welcome = await first.hello(site)
+    ack = await ask(first, NOVEL_QUESTION, cid="again")
+    await first.close()
+    # when the widget resends it (it never saw the ack) on a new socket
+    second = Client()
+    await second.connect()
+    await second.hello(site, conversation_id=welcome["conversation_id"])
+    resent = await ask(second, NOVEL_QUESTION, cid="again")
+    # then it is the same stored message, and its task is queued again (workers answer once)
+    assert resent["duplicate"] is True and resent["message_id"] == ack["message_id"]
+    queued = [r["message_id"] for r in queued_inference_requests(redis_url)]
+    assert queued.count(ack["message_id"]) == 2
+    await second.close()
