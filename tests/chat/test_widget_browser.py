@@ -149,8 +149,9 @@ def test_reconnect_and_resume_after_the_server_drops_the_socket(shop, platform) 
         platform.resume("worker-inference")
     platform.start_web()
     platform.wait_healthy()
-    # then the widget reconnects, resumes the conversation and shows the answer
-    wait_for_answers(page, 2)
+    # then the widget reconnects, resumes the conversation and shows the answer (a restarted
+    # server reloads its cache and the widget's backoff may have grown to 15 s: allow more)
+    wait_for_answers(page, 2, timeout_ms=2 * ANSWER_TIMEOUT_MS)
     reply = eventually(
         lambda: Message.objects.filter(source="llm", delivered=True, state="done").first(),
         "the resumed answer to be marked delivered",
