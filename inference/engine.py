@@ -127,7 +127,16 @@ class Engine(ABC):
         self._finish(ticket, "cancelled")
 
     def warmup(self, prompt_ids: list[int], requests: int = 2, new_tokens: int = 8) -> None:
-        """Run a few short requests end to end: first-call costs paid, step costs measured."""
+        """Run a few short requests end to end twice: the first round pays first-call costs
+        (allocation, kernel selection: several times a warm step), so its measurements are
+        thrown away; the second round's seed the step costs admission estimates from.
+        Without this, every request after start was flagged late until the cold figures faded.
+        """
+        self._run_warmup_round(prompt_ids, requests, new_tokens)
+        self.costs = StepCosts()
+        self._run_warmup_round(prompt_ids, requests, new_tokens)
+
+    def _run_warmup_round(self, prompt_ids: list[int], requests: int, new_tokens: int) -> None:
         tickets = []
         for index in range(requests):
             request = InferenceRequest(

@@ -25,16 +25,26 @@ class StepCosts:
     decode_step_s: float = 0.02  # one decode step of the running batch
     prefill_token_s: float = 0.0005  # prefill cost per prompt token
     service_s: float = 1.0  # admission to last token of one request
+    # Names of the costs measured at least once: the first measurement replaces the guessed
+    # default instead of being averaged with it (a default 2x off would take ~7 requests to fade).
+    measured: set[str] = field(default_factory=set)
+
+    def _observe(self, name: str, value: float) -> None:
+        if name not in self.measured:
+            self.measured.add(name)
+            setattr(self, name, value)
+            return
+        current = getattr(self, name)
+        setattr(self, name, current + EMA_WEIGHT * (value - current))
 
     def observe_decode_step(self, seconds: float) -> None:
-        self.decode_step_s += EMA_WEIGHT * (seconds - self.decode_step_s)
+        self._observe("decode_step_s", seconds)
 
     def observe_prefill(self, prompt_tokens: int, seconds: float) -> None:
-        per_token = seconds / max(prompt_tokens, 1)
-        self.prefill_token_s += EMA_WEIGHT * (per_token - self.prefill_token_s)
+        self._observe("prefill_token_s", seconds / max(prompt_tokens, 1))
 
     def observe_service(self, seconds: float) -> None:
-        self.service_s += EMA_WEIGHT * (seconds - self.service_s)
+        self._observe("service_s", seconds)
 
 
 def estimate_ttft_s(

@@ -53,3 +53,15 @@ def test_costs_follow_measurements() -> None:
     for _ in range(100):
         costs.observe_decode_step(0.05)
     assert costs.decode_step_s == pytest.approx(0.05, rel=1e-3)
+
+
+def test_first_measurement_replaces_the_default_then_averages() -> None:
+    # given the guessed defaults
+    costs = StepCosts(prefill_token_s=0.0005)
+    # when the first prefill is measured: 100 tokens in 20 ms
+    costs.observe_prefill(100, 0.02)
+    # then it replaces the guess outright
+    assert costs.prefill_token_s == pytest.approx(0.0002)
+    # and later measurements move it by the moving-average weight only
+    costs.observe_prefill(100, 0.12)
+    assert costs.prefill_token_s == pytest.approx(0.0002 + 0.1 * (0.0012 - 0.0002))
