@@ -70,8 +70,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self.pending: dict[str, PendingAnswer] = {}
         self.delivered: set[str] = set()  # answer ids this socket has sent whole
         self.counted = False
+        # Count the socket before accepting it, so that once a client sees its socket open, the
+        # count includes it (the next socket from that address is judged with this one in).
+        allowed = await limits.open_connection(self.client_ip, self.channel_name)
         await self.accept()
-        if not await limits.open_connection(self.client_ip, self.channel_name):
+        if not allowed:
             await self.send_error(
                 ErrorCode.TOO_MANY_CONNECTIONS, "Too many open chats from your network."
             )
