@@ -3,7 +3,6 @@ shop page served by the real platform (daphne, Redis, CPU and inference workers)
 
 from __future__ import annotations
 
-import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,37 +11,19 @@ import pytest
 from django.conf import settings
 
 from chatplatform.conversations.models import Message
+from tests.browser import chromium
 from tests.chat.conftest import make_site
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.browser, pytest.mark.slow]
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 ANSWER_TIMEOUT_MS = 60_000  # a model answer on a shared 2-core box
 SCREENSHOT = Path(settings.VAR_DIR) / "widget.png"  # copied to docs/widget.png by hand
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator:
-    if shutil.which(CHROMIUM) is None:
-        pytest.fail(f"{CHROMIUM} is missing: `make chromium` installs Debian's Chromium")
-    from playwright.sync_api import sync_playwright
-
-    # Playwright's sync API keeps an event loop running on this thread, which trips Django's
-    # async-safety check on every ORM call from the test; the test itself is plain sync code.
-    with pytest.MonkeyPatch.context() as patch, sync_playwright() as playwright:
-        patch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
+    with chromium() as launched:
+        yield launched
 
 
 @pytest.fixture

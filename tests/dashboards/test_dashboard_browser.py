@@ -14,18 +14,9 @@ from django.test import Client
 
 from chatplatform.dashboards.benchmark import PATHS, QUESTIONS, draw_answer
 from chatplatform.tenants.models import Site
+from tests.browser import chromium
 from tests.dashboards.factories import answer, conversation, question
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "dashboard.png"
 FIRST_DAY = datetime(2026, 3, 1, tzinfo=UTC)
 DAYS = 14
@@ -35,14 +26,8 @@ pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 @pytest.fixture
 def browser() -> Iterator:
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: `make chromium` installs Debian's Chromium")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
+    with chromium() as launched:
+        yield launched
 
 
 def two_weeks_of_traffic(site: Site) -> None:
