@@ -269,21 +269,27 @@ class SemanticCache:
         checked = check_question(question)
         if isinstance(checked, Rejection):
             return self._miss(start, Miss(checked.reason))
-        if is_follow_up(checked.normalized, history):
-            return self._miss(start, Miss.FOLLOW_UP)
         index = self._indexes.get(site_id)
-        if index is None:
+        snapshot = index.snapshot() if index is not None else None
+        exact = snapshot.exact.get(checked.normalized) if snapshot is not None else None
+        exact_entry = (
+            snapshot.entries[exact] if snapshot is not None and exact is not None else None
+        )
+        # A question that is, word for word, a phrasing an admin wrote for an FAQ is answered by
+        # that FAQ even mid-conversation: the admin wrote it to stand alone ("Can I put this in
+        # the dryer?"), so the follow-up bypass below, which would send it to the model, is
+        # skipped. Generated entries get no such trust.
+        if is_follow_up(checked.normalized, history) and (
+            exact_entry is None or exact_entry.faq_id is None
+        ):
+            return self._miss(start, Miss.FOLLOW_UP)
+        if index is None or snapshot is None or snapshot.rows == 0:
             return self._miss(start, Miss.NO_ENTRY)
-        snapshot = index.snapshot()
-        if snapshot.rows == 0:
-            return self._miss(start, Miss.NO_ENTRY)
-        exact = snapshot.exact.get(checked.normalized)
-        if exact is not None:
-            entry = snapshot.entries[exact]
-            if entry.expires_at is not None and entry.expires_at <= time.time():
-                index.remove(entry.entry_id)
+        if exact_entry is not None:
+            if exact_entry.expires_at is not None and exact_entry.expires_at <= time.time():
+                index.remove(exact_entry.entry_id)
                 return self._miss(start, Miss.EXPIRED)
-            return self._hit(start, entry, Tier.EXACT, 1.0)
+            return self._hit(start, exact_entry, Tier.EXACT, 1.0)
         return _Prepared(site_id, checked, snapshot, start)
 
     def _decide(self, prepared: _Prepared, vector: np.ndarray) -> LookupResult:

@@ -96,6 +96,21 @@ def test_follow_up_bypasses_the_cache(cache: SemanticCache) -> None:
     assert cache.lookup("shop", "How long does delivery take?", history=history).hit
 
 
+def test_an_faq_phrasing_with_a_pronoun_hits_exactly_even_mid_conversation(
+    cache: SemanticCache,
+) -> None:
+    # given an FAQ whose admin-written phrasing would look like a follow-up ("this")
+    cache.sync_faq("shop", 9, 1, "Can I put this in the dryer?", [], "Check the label.", True)
+    history = ["How long does delivery take?"]
+    # when a customer asks exactly that, mid-conversation
+    exact = cache.lookup("shop", "can I put this in the dryer", history=history)
+    # then the FAQ answers; a reworded follow-up still bypasses the cache
+    assert exact.hit and exact.tier == "exact" and exact.faq_id == 9
+    assert cache.lookup("shop", "and can I put it in the dryer?", history=history).reason == (
+        "follow_up"
+    )
+
+
 @pytest.mark.parametrize(
     ("question", "reason"),
     [
