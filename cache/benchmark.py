@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -215,14 +214,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.redis_url:
         result = run(args, args.redis_url)
     else:
-        from chatplatform.embedded_redis import EmbeddedRedis, free_port
+        # The project's embedded redis-server helper (plain Python, no Django).
+        from chatplatform.embedded_redis import throwaway_redis
 
-        server = EmbeddedRedis(free_port(), Path(tempfile.mkdtemp(prefix="bench-redis-")), False)
-        try:
-            result = run(args, server.start())
-        finally:
-            server.stop()
-            server.remove_data()
+        with throwaway_redis(prefix="bench-redis-") as redis_url:
+            result = run(args, redis_url)
     print(json.dumps(result))
     return 0
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 import time
 import uuid
 from dataclasses import dataclass
@@ -164,14 +163,10 @@ def main(argv: list[str] | None = None) -> int:
         result = run(args, args.redis_url)
     else:
         # The project's embedded redis-server helper (plain Python, no Django).
-        from chatplatform.embedded_redis import EmbeddedRedis, free_port
+        from chatplatform.embedded_redis import throwaway_redis
 
-        server = EmbeddedRedis(free_port(), Path(tempfile.mkdtemp(prefix="eval-redis-")), False)
-        try:
-            result = run(args, server.start())
-        finally:
-            server.stop()
-            server.remove_data()
+        with throwaway_redis(prefix="eval-redis-") as redis_url:
+            result = run(args, redis_url)
     print(json.dumps(result))
     return 0
 

@@ -49,6 +49,11 @@ class Snapshot:
     def rows(self) -> int:
         return int(self.matrix.shape[0])
 
+    def exact_entry(self, normalized: str) -> Entry | None:
+        """The entry with this normalized phrasing (the exact tier), if any."""
+        group = self.exact.get(normalized)
+        return self.entries[group] if group is not None else None
+
 
 def servable(entry: Entry, now: float) -> bool:
     return entry.state == State.ACTIVE and (entry.expires_at is None or entry.expires_at > now)

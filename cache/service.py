@@ -271,17 +271,13 @@ class SemanticCache:
             return self._miss(start, Miss(checked.reason))
         index = self._indexes.get(site_id)
         snapshot = index.snapshot() if index is not None else None
-        exact = snapshot.exact.get(checked.normalized) if snapshot is not None else None
-        exact_entry = (
-            snapshot.entries[exact] if snapshot is not None and exact is not None else None
-        )
+        exact_entry = snapshot.exact_entry(checked.normalized) if snapshot is not None else None
         # A question that is, word for word, a phrasing an admin wrote for an FAQ is answered by
         # that FAQ even mid-conversation: the admin wrote it to stand alone ("Can I put this in
-        # the dryer?"), so the follow-up bypass below, which would send it to the model, is
-        # skipped. Generated entries get no such trust.
-        if is_follow_up(checked.normalized, history) and (
-            exact_entry is None or exact_entry.faq_id is None
-        ):
+        # the dryer?"), so the follow-up bypass, which would send it to the model, is skipped.
+        # Generated entries get no such trust.
+        trusted_exact = exact_entry is not None and exact_entry.faq_id is not None
+        if not trusted_exact and is_follow_up(checked.normalized, history):
             return self._miss(start, Miss.FOLLOW_UP)
         if index is None or snapshot is None or snapshot.rows == 0:
             return self._miss(start, Miss.NO_ENTRY)

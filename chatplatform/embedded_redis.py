@@ -9,7 +9,10 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import redis
@@ -96,3 +99,18 @@ class EmbeddedRedis:
 
     def remove_data(self) -> None:
         shutil.rmtree(self.data_dir, ignore_errors=True)
+
+
+@contextmanager
+def throwaway_redis(prefix: str = "redis-") -> Iterator[str]:
+    """A private, non-persistent redis-server on a free port for one command's run; its URL.
+
+    Stopped and its data removed on exit. For benchmarks and evaluations that must not touch a
+    Redis holding real data.
+    """
+    server = EmbeddedRedis(free_port(), Path(tempfile.mkdtemp(prefix=prefix)), persist=False)
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+        server.remove_data()
