@@ -266,6 +266,33 @@ async def test_messages_per_conversation_are_rate_limited(
     await client.assert_usable()
 
 
+async def test_messages_per_ip_are_rate_limited_across_conversations(
+    chat_cache, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given a limit of three messages a minute per address, and two chats from one address
+    monkeypatch.setattr(config, "MESSAGES_PER_MINUTE_PER_IP", 3)
+    site = await site_with()
+    first, second, elsewhere = Client(), Client(), Client(client_ip="198.51.100.9")
+    for chat in (first, second, elsewhere):
+        await chat.connect()
+        await chat.hello(site)
+    # when they send four messages between them (no conversation passes its own limit)
+    for chat, cid in ((first, "a1"), (second, "b1"), (first, "a2")):
+        await ask(chat, "How long does shipping take?", cid=cid)
+        await chat.receive_type("answer")
+    await second.send({"type": "message", "client_message_id": "b2", "text": "and now?"})
+    # then the fourth is refused, not stored, and the socket stays usable
+    error = await second.receive()
+    assert error["code"] == "rate_limited" and error["ref"] == "b2"
+    assert not await sync_to_async(Message.objects.filter(client_message_id="b2").exists)()
+    await second.assert_usable()
+    # and another address is not affected
+    await ask(elsewhere, "How long does shipping take?", cid="c1")
+    assert (await elsewhere.receive_type("answer"))["source"] == "faq"
+    for chat in (first, second, elsewhere):
+        await chat.close()
+
+
 async def test_prompt_injection_stays_data(client: Client, chat_cache, redis_url: str) -> None:
     # given a customer who tries to close the data block and give orders
     site = await site_with(sla_ms=10_000)
