@@ -26,12 +26,22 @@ def browser() -> Iterator:
         yield launched
 
 
+PHONE = {"width": 375, "height": 667}  # a small phone's CSS viewport
+
+
 @pytest.fixture
-def shop(platform, browser):
-    """The demo page with the widget open, for a site that allows the platform's origin."""
+def demo_site(platform):
+    """The site the demo page embeds, allowing the platform's origin."""
     site = make_site(sla_ms=20_000, name="Northwind Outfitters (demo shop)")
     site.allowed_origins = [platform.base_url]
     site.save()
+    return site
+
+
+@pytest.fixture
+def shop(platform, browser, demo_site):
+    """The demo page with the widget open, for a site that allows the platform's origin."""
+    site = demo_site
     context = browser.new_context(viewport={"width": 1100, "height": 760})
     page = context.new_page()
     page.goto(platform.base_url + "/")
@@ -138,3 +148,94 @@ def test_reconnect_and_resume_after_the_server_drops_the_socket(shop, platform) 
         "the resumed answer to be marked delivered",
     )
     assert answers(page).nth(1).locator(".text").text_content() == reply.text
+
+
+def test_keyboard_only_on_a_phone_sized_screen(platform, browser, demo_site) -> None:
+    context = browser.new_context(viewport=PHONE, has_touch=True, is_mobile=True)
+    page = context.new_page()
+    try:
+        page.goto(platform.base_url + "/")
+        launcher = page.get_by_role("button", name="Open chat")
+        # the launcher is reachable with Tab from the page (it is the last focusable element)
+        for _ in range(40):
+            page.keyboard.press("Tab")
+            if page.evaluate(
+                "() => document.activeElement?.id === 'cs-chat-widget' &&"
+                " document.activeElement.shadowRoot.activeElement?.classList.contains('launcher')"
+            ):
+                break
+        else:
+            pytest.fail("Tab never reached the chat launcher")
+        page.keyboard.press("Enter")
+        # the panel is an ARIA dialog that fills the phone screen, with the input focused
+        dialog = page.get_by_role("dialog", name="Customer service chat")
+        dialog.wait_for()
+        box = dialog.bounding_box()
+        assert box is not None
+        assert box["x"] >= 0 and box["y"] >= 0
+        assert box["x"] + box["width"] <= PHONE["width"] + 0.5
+        assert box["y"] + box["height"] <= PHONE["height"] + 0.5
+        assert page.get_by_role("log", name="Messages").is_visible()
+        assert (
+            page.evaluate(
+                "() => document.querySelector('#cs-chat-widget').shadowRoot.activeElement?.id"
+            )
+            == "cs-input"
+        )
+        # typing and Enter send the question; the answer arrives
+        page.keyboard.type("How long does shipping take?")
+        page.keyboard.press("Enter")
+        wait_for_answers(page, 2)
+        assert answers(page).nth(1).locator(".text").text_content() == (
+            "Standard shipping takes 3-5 business days."
+        )
+        # Escape closes the dialog and gives focus back to the launcher
+        page.keyboard.press("Escape")
+        dialog.wait_for(state="hidden")
+        assert launcher.is_visible()
+        assert page.evaluate(
+            "() => document.querySelector('#cs-chat-widget').shadowRoot.activeElement"
+            "?.classList.contains('launcher')"
+        )
+    finally:
+        context.close()
+
+
+def test_quick_reply_then_the_chat_survives_a_page_reload(shop) -> None:
+    page, site = shop
+    # a quick-reply button (the site's top FAQ) asks its question and is answered from the cache
+    page.get_by_role("group", name="Common questions").get_by_role(
+        "button", name="How long does shipping take?"
+    ).click()
+    wait_for_answers(page, 2)
+    assert answers(page).nth(1).locator(".text").text_content() == (
+        "Standard shipping takes 3-5 business days."
+    )
+    conversation_id = page.evaluate(
+        "() => JSON.parse(localStorage.getItem(Object.keys(localStorage)[0])).conversationId"
+    )
+    # when the customer reloads the page
+    page.reload()
+    # then the widget reopens on the same conversation with its messages, and goes on with it
+    page.locator("#cs-chat-widget .msg.customer").first.wait_for()
+    assert page.locator("#cs-chat-widget .msg.customer").first.text_content() == (
+        "How long does shipping take?"
+    )
+    ask(page, "When will my order arrive?")
+    wait_for_answers(page, 3)
+    assert (
+        page.evaluate(
+            "() => JSON.parse(localStorage.getItem(Object.keys(localStorage)[0])).conversationId"
+        )
+        == conversation_id
+    )
+    stored = [
+        (str(conversation), text)
+        for conversation, text in Message.objects.filter(site=site, role="customer")
+        .order_by("received_at")
+        .values_list("conversation_id", "text")
+    ]
+    assert stored == [
+        (conversation_id, "How long does shipping take?"),
+        (conversation_id, "When will my order arrive?"),
+    ]
