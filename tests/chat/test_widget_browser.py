@@ -239,3 +239,51 @@ def test_quick_reply_then_the_chat_survives_a_page_reload(shop) -> None:
         (conversation_id, "How long does shipping take?"),
         (conversation_id, "When will my order arrive?"),
     ]
+
+
+HOSTILE_HOST_CSS = """
+* { box-sizing: content-box; letter-spacing: 4px; }
+body { font: 30px serif; color: rgb(255, 0, 0); }
+div { padding: 20px; }
+button { color: rgb(0, 0, 0); font-size: 40px; }
+span.probe { background: rgb(0, 255, 0); }
+section { width: 10px; }
+"""
+
+
+def test_no_css_leaks_between_the_host_page_and_the_widget(shop) -> None:
+    page, _ = shop
+    page.add_style_tag(content=HOSTILE_HOST_CSS)
+    page.evaluate(
+        "() => { const b = document.createElement('span'); b.className = 'probe';"
+        " document.body.appendChild(b); }"
+    )
+    widget = page.evaluate(
+        """() => {
+            const root = document.querySelector('#cs-chat-widget').shadowRoot;
+            const css = (selector) => getComputedStyle(root.querySelector(selector));
+            return {
+                launcher: css('.launcher').backgroundColor,
+                panelWidth: css('.panel').width,
+                panelFont: css('.panel').fontSize,
+                panelColor: css('.panel').color,
+                spacing: css('.log').letterSpacing,
+            };
+        }"""
+    )
+    # the host's rules (even `*`, `button`, `section`, inherited font and color) stay outside
+    assert widget == {
+        "launcher": "rgb(31, 95, 191)",
+        "panelWidth": "370px",
+        "panelFont": "15px",
+        "panelColor": "rgb(27, 27, 27)",
+        "spacing": "normal",
+    }
+    # and the widget's own styles do not reach the host page
+    host = page.evaluate(
+        """() => ({
+            body: getComputedStyle(document.body).color,
+            probe: getComputedStyle(document.querySelector('span.probe')).backgroundColor,
+        })"""
+    )
+    assert host == {"body": "rgb(255, 0, 0)", "probe": "rgb(0, 255, 0)"}

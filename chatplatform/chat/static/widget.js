@@ -28,7 +28,9 @@
   var PING_EVERY_MS = 240000;
 
   var STYLE = [
-    ":host{all:initial}",
+    // !important: a host page rule that matches our host element (`*`, `div`) would otherwise
+    // beat :host and pass inherited styles (letter-spacing, line-height...) into the widget.
+    ":host{all:initial !important}",
     "*{box-sizing:border-box;font-family:system-ui,-apple-system,'Segoe UI',Roboto,sans-serif}",
     ".launcher{position:fixed;right:20px;bottom:20px;width:60px;height:60px;border-radius:50%;",
     "border:none;background:#1f5fbf;color:#fff;font-size:26px;cursor:pointer;",
