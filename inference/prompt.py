@@ -4,16 +4,20 @@ Two halves with one job each:
 - `build_messages` (called by the chat layer): site instructions, the FAQ entries nearest the
   question and the recent turns become `PromptMessage`s. Everything the customer or an FAQ
   author wrote is data: it sits inside tags the instructions name, and anything that looks
-  like those tags or like a model control token is removed from it first, so a customer cannot
-  close the data block and pose as the site.
+  like those tags or like a model control token is removed from it first (until none is left,
+  so a nested `</cust</customer>omer>` cannot rebuild one), so a customer cannot close the
+  data block and pose as the site.
 - `render_prompt` (called by the worker): applies the model's chat template. DeepSeek-LLM
   advises against a system prompt, so the system text is folded into the first user turn;
-  the oldest turns are dropped until the prompt fits the token budget.
+  the oldest turns are dropped until the prompt fits the token budget. Only the control
+  tokens the template itself writes are encoded as control tokens: message text is encoded
+  with special-token parsing off, whatever it contains.
 """
 
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -42,8 +46,16 @@ class PromptTooLongError(ValueError):
 
 
 def sanitize(text: str) -> str:
-    """Remove anything that could pass for our delimiters or a model control token."""
-    return _DELIMITER_PATTERN.sub("", text).strip()
+    """Remove anything that could pass for our delimiters or a model control token.
+
+    Repeated until nothing matches: one pass over `</cust</customer>omer>` removes the inner
+    tag and joins the outer halves into a real `</customer>`.
+    """
+    while True:
+        cleaned = _DELIMITER_PATTERN.sub("", text)
+        if cleaned == text:
+            return cleaned.strip()
+        text = cleaned
 
 
 def _customer_block(text: str) -> str:
@@ -95,12 +107,56 @@ def fold_system(messages: Sequence[PromptMessage]) -> list[dict[str, str]]:
     return turns
 
 
+def _control_token_pattern(tokenizer: Any) -> re.Pattern[str]:
+    """Matches any token string the tokenizer would read as one added (control) token."""
+    strings = sorted((t.content for t in tokenizer.added_tokens_decoder.values()), key=len)
+    if not strings:
+        return re.compile(r"(?!)")  # matches nothing
+    # Longest first, so a token that contains another is matched whole.
+    return re.compile("|".join(re.escape(s) for s in reversed(strings)))
+
+
 def _encode(tokenizer: Any, messages: Sequence[PromptMessage]) -> list[int]:
-    text = tokenizer.apply_chat_template(
-        fold_system(messages), add_generation_prompt=True, tokenize=False
+    """Token ids of the chat template applied to `messages`.
+
+    The template is rendered around placeholders first, so the control tokens it writes (BOS,
+    EOS after assistant turns) are told apart from message text. Those become their ids; all
+    other text, message text included, is encoded with special-token parsing off
+    (`split_special_tokens`), so no text a customer wrote can become a control token even if
+    `sanitize` missed one. Text is split only at the template's control tokens, where the
+    tokenizer splits anyway, so the ids equal a plain encoding of text without control tokens.
+    """
+    turns = fold_system(messages)
+    marker = f"@@{uuid.uuid4().hex}@@"  # cannot occur in any message; the template copies it
+    skeleton = tokenizer.apply_chat_template(
+        [{"role": t["role"], "content": marker} for t in turns],
+        add_generation_prompt=True,
+        tokenize=False,
     )
-    # The template writes the BOS token itself; do not let the tokenizer add a second one.
-    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+    template_pieces = skeleton.split(marker)
+    if len(template_pieces) != len(turns) + 1:
+        raise ValueError("the chat template does not copy each message's content exactly once")
+    control = _control_token_pattern(tokenizer)
+    # Alternating text and control tokens: [text, control, text, control, ..., text].
+    parts: list[str] = [""]
+    for index, piece in enumerate(template_pieces):
+        cursor = 0
+        for match in control.finditer(piece):
+            parts[-1] += piece[cursor : match.start()]
+            parts.extend([match.group(), ""])
+            cursor = match.end()
+        parts[-1] += piece[cursor:]
+        if index < len(turns):
+            parts[-1] += turns[index]["content"]
+    ids: list[int] = []
+    for index, part in enumerate(parts):
+        if index % 2:
+            ids.append(tokenizer.convert_tokens_to_ids(part))
+        elif part:
+            # The template writes the BOS token itself; the tokenizer must not add another.
+            encoded = tokenizer(part, add_special_tokens=False, split_special_tokens=True)
+            ids.extend(encoded["input_ids"])
+    return ids
 
 
 def render_prompt(
