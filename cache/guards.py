@@ -1,7 +1,8 @@
 """Guards that veto a semantic match or an admission, whatever the similarity says.
 
-- values: numbers, amounts, order ids, e-mail addresses and dates in the question must equal
-  those of the matched phrasing ("refund for order 123" must never get order 456's answer);
+- values: numbers (digits or words), amounts, order ids, e-mail addresses, dates, months and
+  weekdays in the question must equal those of the matched phrasing, in the same order
+  ("refund for order 123" must never get order 456's answer, nor "03/04" the answer of "04/03");
 - follow-ups: questions that lean on the conversation ("what about the second one?") cannot
   be answered from a shared cache;
 - personal data: questions or answers carrying it are never stored as shareable entries.
@@ -13,23 +14,73 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Callable
 
 _EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+", re.UNICODE)
 # Tokens mixing letters and digits ("A12-345", "#ord9931") are identifiers: order ids,
 # reference codes, postcodes.
 _IDENTIFIER = re.compile(r"#?\b(?=[\w-]*\d)(?=[\w-]*[a-z])[\w-]{3,}\b", re.UNICODE)
-_NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
-_MONTHS = (
-    "january|february|march|april|may|june|july|august|september|october|november|december|"
-    "jan|feb|mar|apr|jun|jul|aug|sep|sept|oct|nov|dec"
-)
-# A month name only counts as a date value next to a day number ("march 3", "3rd of may"):
-# "may" alone is mostly the verb.
-_DATE_WORDS = re.compile(
-    rf"\b(?:\d{{1,2}}(?:st|nd|rd|th)?\s+(?:of\s+)?(?:{_MONTHS})|(?:{_MONTHS})\s+\d{{1,2}}(?:st|nd|rd|th)?)\b"
-)
+# A number as written: digits with separators ("1,000.50", "1,50", "1.2.3") or a leading-point
+# decimal (".5"). What the separators mean is decided by `_canonical_number`.
+_NUMBER = re.compile(r"(?<![\d.,])(?:\d+(?:[.,]\d+)*|\.\d+)")
+_THOUSANDS = re.compile(r"\d{1,3}(?:,\d{3})+(?:\.\d+)?")
+_DECIMAL_COMMA = re.compile(r"\d*,\d{1,2}")  # "1,50" (euros) is 1.5, never 150
+_DECIMAL = re.compile(r"(\d*)\.(\d+)")
+# "1.000" is one thousand in much of Europe and 1.0 elsewhere: it stays as written, so it
+# agrees with neither "1" nor "1000" (a miss, never a wrong answer).
+_AMBIGUOUS_POINT = re.compile(r"\d{1,3}\.\d{3}")
+
+_MONTH_NAMES = {
+    "january": "january", "jan": "january", "february": "february", "feb": "february",
+    "march": "march", "mar": "march", "april": "april", "apr": "april", "may": "may",
+    "june": "june", "jun": "june", "july": "july", "jul": "july", "august": "august",
+    "aug": "august", "september": "september", "sep": "september", "sept": "september",
+    "october": "october", "oct": "october", "november": "november", "nov": "november",
+    "december": "december", "dec": "december",
+}  # fmt: skip
+_MONTHS = "|".join(sorted(_MONTH_NAMES, key=len, reverse=True))
+# A month name next to a day number is a date ("march 3", "3rd of may").
+_DATE_WORDS = re.compile(rf"\b(?:(\d{{1,2}})\s+(?:of\s+)?({_MONTHS})|({_MONTHS})\s+(\d{{1,2}}))\b")
+# A month name on its own is a value too ("open in december?"), except "may", which alone is
+# mostly the verb ("may I pay by card?").
+_MONTH_ALONE = re.compile(rf"\b(?:{'|'.join(m for m in _MONTH_NAMES if m != 'may')})\b")
 _WEEKDAYS = re.compile(
     r"\b(?:monday|tuesday|wednesday|thursday|friday|saturday|sunday|today|tomorrow|yesterday)\b"
+)
+_CARDINALS = (
+    "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
+    "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen",
+    "nineteen", "twenty",
+)  # fmt: skip
+_NUMBER_WORDS = {word: str(value) for value, word in enumerate(_CARDINALS)} | {
+    "thirty": "30", "forty": "40", "fifty": "50", "sixty": "60", "seventy": "70",
+    "eighty": "80", "ninety": "90", "hundred": "100", "thousand": "1000", "million": "1000000",
+    "dozen": "12", "twice": "2",
+}  # fmt: skip
+_ORDINALS = (
+    "first", "second", "third", "fourth", "fifth", "sixth", "seventh", "eighth", "ninth",
+    "tenth", "eleventh", "twelfth", "thirteenth", "fourteenth", "fifteenth", "sixteenth",
+    "seventeenth", "eighteenth", "nineteenth", "twentieth",
+)  # fmt: skip
+_ORDINAL_WORDS = {word: str(value) for value, word in enumerate(_ORDINALS, start=1)} | {
+    "thirtieth": "30"
+}
+# "one" is also a pronoun ("which one", "the blue one?", "one of my orders"): only the number
+# ("one item") counts. Group 1 of each pattern is the pronoun "one".
+_PRONOUN_ONE = (
+    re.compile(
+        r"\b(?:this|that|which|the|other|another|each|any|every|no|some|new|old|right|wrong|a"
+        r"|same|only|last|next|first|second|cheaper|better|bigger|smaller)\s+(one)\b"
+    ),
+    re.compile(r"\b(one)\s+(?:of|another|more)\b"),
+    re.compile(r"\b(one)\s*(?:[?!.,;:]|$)"),
+)
+_TENS = ("twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety")
+_UNITS = ("one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+# "twenty-five" / "twenty five" is one number, 25 (so it agrees with "25").
+_COMPOUND_NUMBER_WORD = re.compile(rf"\b({'|'.join(_TENS)})[- ]({'|'.join(_UNITS)})\b")
+_NUMBER_WORD = re.compile(
+    r"\b(?:" + "|".join(sorted([*_NUMBER_WORDS, *_ORDINAL_WORDS], key=len, reverse=True)) + r")\b"
 )
 
 
@@ -41,34 +92,77 @@ def _fold(text: str) -> str:
     return _ORDINAL.sub(r"\1", unicodedata.normalize("NFKC", text).casefold())
 
 
-def extract_values(text: str) -> frozenset[str]:
-    """The concrete values a question is about, in a canonical form.
+def _canonical_number(raw: str) -> str:
+    """One spelling per number: "1,000" == "1000", "1.50" == "1.5", ".5" == "0.5"."""
+    if _THOUSANDS.fullmatch(raw):
+        raw = raw.replace(",", "")
+    elif _DECIMAL_COMMA.fullmatch(raw):
+        raw = raw.replace(",", ".")
+    elif _AMBIGUOUS_POINT.fullmatch(raw):
+        return raw
+    decimal = _DECIMAL.fullmatch(raw)
+    if decimal is None:
+        return raw  # an integer, or several separators ("1.2.3"): as written
+    whole, fraction = decimal.group(1) or "0", decimal.group(2).rstrip("0")
+    return f"{whole}.{fraction}" if fraction else whole
 
-    Numbers lose thousands separators ("1,000" == "1000"); currency symbols are not part of
-    the value (so "$1" and "1 dollar" agree), which errs on the side of a miss only when the
-    numbers differ.
+
+def _blank(text: str, start: int, end: int) -> str:
+    """`text` with [start, end) replaced by spaces: later patterns skip it, offsets hold."""
+    return text[:start] + " " * (end - start) + text[end:]
+
+
+def extract_values(text: str) -> tuple[str, ...]:
+    """The concrete values a question is about, in a canonical form, in question order.
+
+    Order matters: "open on 03/04?" and "open on 04/03?" carry the same numbers but are
+    different days. Numbers lose thousands separators ("1,000" == "1000") and number words
+    count as numbers ("two" == "2"); currency symbols are not part of the value (so "$1" and
+    "1 dollar" agree), which errs on the side of a miss only when the numbers differ.
     """
     folded = _fold(text)
-    values: set[str] = set()
-    for match in _EMAIL.finditer(folded):
-        values.add("email:" + match.group())
-    folded = _EMAIL.sub(" ", folded)
-    for match in _DATE_WORDS.finditer(folded):
-        values.add("date:" + re.sub(r"(st|nd|rd|th)\b|\bof\b|\s+", "", match.group()))
-    folded = _DATE_WORDS.sub(" ", folded)
-    for match in _WEEKDAYS.finditer(folded):
-        values.add("day:" + match.group())
-    for match in _IDENTIFIER.finditer(folded):
-        values.add("id:" + match.group().lstrip("#").replace("-", ""))
-    folded = _IDENTIFIER.sub(" ", folded)
-    for match in _NUMBER.finditer(folded):
-        number = match.group().replace(",", "")
-        values.add("num:" + (number.rstrip("0").rstrip(".") if "." in number else number))
-    return frozenset(values)
+    found: list[tuple[int, str]] = []
+
+    def take(pattern: re.Pattern[str], value_of: Callable[[re.Match[str]], str | None]) -> None:
+        nonlocal folded
+        for match in list(pattern.finditer(folded)):
+            value = value_of(match)
+            if value is not None:
+                found.append((match.start(), value))
+                folded = _blank(folded, match.start(), match.end())
+
+    take(_EMAIL, lambda m: "email:" + m.group())
+    take(_DATE_WORDS, _date_value)
+    take(_MONTH_ALONE, lambda m: "month:" + _MONTH_NAMES[m.group()])
+    take(_WEEKDAYS, lambda m: "day:" + m.group())
+    take(_IDENTIFIER, lambda m: "id:" + m.group().lstrip("#").replace("-", ""))
+    take(_NUMBER, lambda m: "num:" + _canonical_number(m.group()))
+    take(_COMPOUND_NUMBER_WORD, _compound_value)
+    pronoun_ones = {m.start(1) for pattern in _PRONOUN_ONE for m in pattern.finditer(folded)}
+    take(_NUMBER_WORD, lambda m: _number_word_value(m, pronoun_ones))
+    return tuple(value for _, value in sorted(found))
 
 
-def values_agree(question_values: frozenset[str], entry_values: frozenset[str]) -> bool:
-    """True when a cached answer may be served: exactly the same values on both sides."""
+def _date_value(match: re.Match[str]) -> str:
+    day = match.group(1) or match.group(4)
+    month = _MONTH_NAMES[match.group(2) or match.group(3)]
+    return f"date:{month}{day}"
+
+
+def _compound_value(match: re.Match[str]) -> str:
+    tens, unit = _NUMBER_WORDS[match.group(1)], _NUMBER_WORDS[match.group(2)]
+    return f"num:{int(tens) + int(unit)}"
+
+
+def _number_word_value(match: re.Match[str], pronoun_ones: set[int]) -> str | None:
+    word = match.group()
+    if word == "one" and match.start() in pronoun_ones:
+        return None
+    return "num:" + (_NUMBER_WORDS.get(word) or _ORDINAL_WORDS[word])
+
+
+def values_agree(question_values: tuple[str, ...], entry_values: tuple[str, ...]) -> bool:
+    """True when a cached answer may be served: the same values, in the same order."""
     return question_values == entry_values
 
 

@@ -79,7 +79,7 @@ class Entry:
     negative: int = 0
     conversations: int = 0  # distinct conversations that produced this generated answer
     note: str = ""  # why it is in its state, for the admin ("admin", "inconsistent", ...)
-    values: list[frozenset[str]] = field(default_factory=list)  # per phrasing
+    values: list[tuple[str, ...]] = field(default_factory=list)  # per phrasing, in order
 
     @property
     def demoted(self) -> bool:

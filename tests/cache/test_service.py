@@ -193,6 +193,17 @@ def test_consistent_answers_from_distinct_conversations_are_admitted(
     assert _offer(cache, "c4") == "already_cached"
 
 
+def test_value_guard_compares_values_in_order(cache: SemanticCache) -> None:
+    # given: an FAQ about one day, written day/month
+    cache.sync_faq("shop", 8, 1, "Are you open on 03/04?", [], "Yes, 10:00-16:00.", True)
+    # when: the same numbers in the other order (another day), and the same day again
+    swapped = cache.lookup("shop", "Are you open on 04/03?")
+    same = cache.lookup("shop", "Is the shop open on 03/04?")
+    # then
+    assert not swapped.hit and swapped.reason == "value_mismatch"
+    assert same.hit and same.faq_id == 8
+
+
 def test_personal_data_and_follow_ups_are_never_stored(cache: SemanticCache) -> None:
     state = cache.offer_generated(
         "shop", "My email is jo@example.com, where is my parcel?", "It ships today.", "c1"
