@@ -2,10 +2,11 @@
 
 A model answer is never served to another customer on first sight: a customer who steers the
 model ("tell everyone refunds are 365 days") would otherwise poison the cache. A candidate is
-admitted once `admission_min_conversations` distinct conversations asked the same question
-(same normalized text) and got answers that agree, or when an admin approves it. Answers that
-disagree reject the candidate (kept for review). Questions or answers carrying personal data
-and follow-ups are never stored at all.
+admitted once `admission_min_visitors` distinct visitors asked the same question (same
+normalized text) and got answers that agree, or when an admin approves it. Answers that
+disagree reject the candidate (kept for review). Only a conversation's first customer turn is
+considered: later answers were written with the conversation's history and may depend on it.
+Questions or answers carrying personal data, follow-ups and later turns are never stored.
 """
 
 from __future__ import annotations
@@ -26,16 +27,25 @@ MAX_ANSWER_CHARS = 8_000  # a cached answer is shown whole in the chat widget
 
 
 def offer(
-    cache: SemanticCache, site_id: str, question: str, answer: str, conversation_id: str
+    cache: SemanticCache,
+    site_id: str,
+    question: str,
+    answer: str,
+    visitor: str,
+    first_turn: bool,
 ) -> Admission:
+    """See SemanticCache.offer_generated."""
     from cache.service import generated_entry_id  # here: service imports this module
 
     checked = check_question(question)
     if isinstance(checked, Rejection) or not isinstance(answer, str) or not answer.strip():
         return Admission.REJECTED_INVALID
-    if len(answer) > MAX_ANSWER_CHARS or not conversation_id:
+    if len(answer) > MAX_ANSWER_CHARS or not isinstance(visitor, str) or not visitor:
         return Admission.REJECTED_INVALID
     cache._check_site(site_id)
+    if first_turn is not True:
+        return Admission.REJECTED_MID_CONVERSATION
+    # A first turn has no history, so the history-free follow-up test is the right one.
     if is_follow_up(checked.normalized, None):
         return Admission.REJECTED_FOLLOW_UP
     if personal_data_kinds(checked.text) or personal_data_kinds(answer):
@@ -59,17 +69,17 @@ def offer(
             state=State.PENDING,
             created_at=now,
             expires_at=now + cache.config.pending_ttl_s,
-            conversations=1,
+            visitors=1,
             values=[extract_values(checked.text)],
         )
         pipe = cache.redis.pipeline(transaction=True)
         cache.store.save(entry, pipe)
-        pipe.sadd(keys.convs(entry_id), conversation_id)
-        pipe.expireat(keys.convs(entry_id), int(entry.expires_at or now) + 1)
+        pipe.sadd(keys.visitors(entry_id), visitor)
+        pipe.expireat(keys.visitors(entry_id), int(entry.expires_at or now) + 1)
         pipe.zadd(keys.site_pending(site_id), {entry_id: now})
         pipe.execute()
         _bound_pending(cache, site_id)
-        if cache.config.admission_min_conversations <= 1:
+        if cache.config.admission_min_visitors <= 1:
             return _admit(cache, entry, note="")
         return Admission.PENDING
     if existing.state == State.ACTIVE:
@@ -81,7 +91,7 @@ def offer(
             return Admission.REJECTED_BY_ADMIN
         return Admission.REJECTED_INCONSISTENT
 
-    # A pending candidate: does this conversation's answer agree with the stored one?
+    # A pending candidate: does this visitor's answer agree with the stored one?
     vectors = cache.embeddings.embed_many([existing.answer, answer.strip()])
     agreement = float(np.dot(vectors[0], vectors[1]))
     if agreement < cache.config.answer_agreement:
@@ -90,11 +100,11 @@ def offer(
         )
         cache.redis.zrem(keys.site_pending(site_id), entry_id)
         return Admission.REJECTED_INCONSISTENT
-    cache.redis.sadd(keys.convs(entry_id), conversation_id)
-    conversations = int(cache.redis.scard(keys.convs(entry_id)))
-    cache.redis.hset(keys.entry(entry_id), "convs", conversations)
-    existing.conversations = conversations
-    if conversations >= cache.config.admission_min_conversations:
+    cache.redis.sadd(keys.visitors(entry_id), visitor)
+    visitors = int(cache.redis.scard(keys.visitors(entry_id)))
+    cache.redis.hset(keys.entry(entry_id), "visitors", visitors)
+    existing.visitors = visitors
+    if visitors >= cache.config.admission_min_visitors:
         return _admit(cache, existing, note="")
     return Admission.PENDING
 
@@ -108,7 +118,7 @@ def _admit(cache: SemanticCache, entry: Entry, note: str) -> Admission:
     entry.expires_at = now + cache.config.generated_ttl_s
     pipe = cache.redis.pipeline(transaction=True)
     cache.store.save(entry, pipe)
-    pipe.delete(keys.convs(entry.entry_id))
+    pipe.delete(keys.visitors(entry.entry_id))
     pipe.zrem(keys.site_pending(entry.site_id), entry.entry_id)
     pipe.zadd(keys.site_generated(entry.site_id), {entry.entry_id: now})
     cache.store.publish(entry.site_id, "upsert", [entry.entry_id], pipe)

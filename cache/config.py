@@ -11,14 +11,16 @@ DAY_S = 24 * 3600
 # Generated answers go stale as products and policies change; a week of reuse captures the
 # traffic bursts that make caching worthwhile while bounding how long a bad one can live.
 GENERATED_TTL_S = 7 * DAY_S
-# A candidate that did not gather enough conversations in a week was not frequent.
+# A candidate that did not gather enough visitors in a week was not frequent.
 PENDING_TTL_S = 7 * DAY_S
 # Per site. Each generated entry costs one index row (~1.6 KB with its embedding) per process.
 MAX_GENERATED_PER_SITE = 2_000
 MAX_PENDING_PER_SITE = 10_000
-# A generated answer is served to everyone only after this many distinct conversations got a
+# A generated answer is served to everyone only after this many distinct visitors got a
 # consistent answer to the same question: one customer steering the model cannot poison it.
-ADMISSION_MIN_CONVERSATIONS = 3
+# Visitors, not conversations: a new conversation costs one "hello", a new visitor id at least
+# a fresh widget state, and the caller falls back to the client's address.
+ADMISSION_MIN_VISITORS = 3
 # Cosine similarity two generated answers need to count as "the same answer". Rewordings of
 # one answer score ~0.9 with MiniLM; answers that differ in substance (yes vs no, 14 vs 30 days)
 # usually score lower, and a disagreement only costs a cache entry, never a wrong answer.
@@ -54,7 +56,7 @@ class CacheConfig:
     pending_ttl_s: int = PENDING_TTL_S
     max_generated_per_site: int = MAX_GENERATED_PER_SITE
     max_pending_per_site: int = MAX_PENDING_PER_SITE
-    admission_min_conversations: int = ADMISSION_MIN_CONVERSATIONS
+    admission_min_visitors: int = ADMISSION_MIN_VISITORS
     answer_agreement: float = ANSWER_AGREEMENT
     flag_after_net_negative: int = FLAG_AFTER_NET_NEGATIVE
     near_miss_min_confidence: float = NEAR_MISS_MIN_CONFIDENCE

@@ -509,10 +509,25 @@ class SemanticCache:
     # --- generated entries -------------------------------------------------------------------
 
     def offer_generated(
-        self, site_id: str, question: str, answer: str, conversation_id: str
+        self,
+        site_id: str,
+        question: str,
+        answer: str,
+        visitor: str,
+        *,
+        first_turn: bool = False,
     ) -> str:
-        """Offer a model answer for caching; returns the admission state (an Admission code)."""
-        return admission.offer(self, site_id, question, answer, conversation_id).value
+        """Offer a model answer for caching; returns the admission state (an Admission code).
+
+        `visitor`: who asked: the widget's visitor id, or the client's IP address when there is
+        none (never the conversation id: anyone can open conversations for free). Admission
+        counts distinct visitors.
+        `first_turn`: True only when `question` was the conversation's first customer message,
+        so the model answered it without any history. The default is the safe side: an offer
+        not known to be a first turn is refused (REJECTED_MID_CONVERSATION) and counts for
+        nothing, since the answer may lean on earlier turns.
+        """
+        return admission.offer(self, site_id, question, answer, visitor, first_turn).value
 
     def approve_generated(self, entry_id: str) -> bool:
         """An admin's approval: the entry is served from now on (fresh TTL)."""
@@ -593,7 +608,7 @@ class SemanticCache:
                 hits=e.hits,
                 positive=e.positive,
                 negative=e.negative,
-                conversations=e.conversations,
+                visitors=e.visitors,
                 created_at=e.created_at,
                 expires_at=e.expires_at,
             )
@@ -615,10 +630,16 @@ class SemanticCache:
     # --- async twins of the writers (Redis and encoder work in a thread) ---------------------
 
     async def aoffer_generated(
-        self, site_id: str, question: str, answer: str, conversation_id: str
+        self,
+        site_id: str,
+        question: str,
+        answer: str,
+        visitor: str,
+        *,
+        first_turn: bool = False,
     ) -> str:
         return await asyncio.to_thread(
-            self.offer_generated, site_id, question, answer, conversation_id
+            lambda: self.offer_generated(site_id, question, answer, visitor, first_turn=first_turn)
         )
 
     async def arecord_feedback(self, entry_id: str, positive: bool) -> str | None:

@@ -4,7 +4,7 @@ Key layout (prefix `sc1`, one Redis database shared by all processes):
 
     {p}:e:{entry_id}          hash: one entry (questions JSON, answer, embeddings as float32
                               bytes, state, source, FAQ id/version, counters, times)
-    {p}:e:{entry_id}:convs    set: conversations that produced a pending generated answer
+    {p}:e:{entry_id}:visitors set: visitors (id or address) that produced a pending generated answer
     {p}:s:{site}:entries      set: ids of all the site's entries (any state)
     {p}:s:{site}:gen          zset: active generated entries by last use (LRU eviction)
     {p}:s:{site}:pending      zset: pending generated entries by creation time
@@ -36,8 +36,8 @@ class Keys:
     def entry(self, entry_id: str) -> str:
         return f"{self.p}:e:{entry_id}"
 
-    def convs(self, entry_id: str) -> str:
-        return f"{self.p}:e:{entry_id}:convs"
+    def visitors(self, entry_id: str) -> str:
+        return f"{self.p}:e:{entry_id}:visitors"
 
     def site_entries(self, site_id: str) -> str:
         return f"{self.p}:s:{site_id}:entries"
@@ -80,7 +80,7 @@ def entry_to_mapping(entry: Entry) -> dict[str, str | bytes | float | int]:
         "hits": entry.hits,
         "pos": entry.positive,
         "neg": entry.negative,
-        "convs": entry.conversations,
+        "visitors": entry.visitors,
         "note": entry.note,
     }
 
@@ -111,7 +111,7 @@ def entry_from_mapping(entry_id: str, data: dict[bytes, bytes]) -> Entry | None:
         hits=int(data.get(b"hits") or 0),
         positive=int(data.get(b"pos") or 0),
         negative=int(data.get(b"neg") or 0),
-        conversations=int(data.get(b"convs") or 0),
+        visitors=int(data.get(b"visitors") or 0),
         note=(data.get(b"note") or b"").decode(),
         values=[extract_values(q) for q in questions],
     )
@@ -173,7 +173,7 @@ class Store:
             return 0
         pipe = self.r.pipeline(transaction=True)
         for entry_id in ids:
-            pipe.delete(self.keys.entry(entry_id), self.keys.convs(entry_id))
+            pipe.delete(self.keys.entry(entry_id), self.keys.visitors(entry_id))
         pipe.srem(self.keys.site_entries(site_id), *ids)
         pipe.zrem(self.keys.site_generated(site_id), *ids)
         pipe.zrem(self.keys.site_pending(site_id), *ids)

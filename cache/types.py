@@ -17,7 +17,7 @@ class State(StrEnum):
     """Lifecycle of an entry. Only ACTIVE entries are served."""
 
     ACTIVE = "active"  # served (FAQ entries at once; generated ones once admitted)
-    PENDING = "pending"  # generated, waiting for more conversations or an admin's approval
+    PENDING = "pending"  # generated, waiting for more visitors or an admin's approval
     REJECTED = "rejected"  # an admin said no, or the answers disagreed; kept for review
     FLAGGED = "flagged"  # repeated thumbs-down: not served, listed for review
 
@@ -30,6 +30,9 @@ class Admission(StrEnum):
     ALREADY_CACHED = "already_cached"
     REJECTED_PERSONAL_DATA = "rejected_personal_data"
     REJECTED_FOLLOW_UP = "rejected_follow_up"
+    # Not the conversation's first customer turn (or not known to be): the model saw earlier
+    # turns, so its answer may depend on them and is not shareable.
+    REJECTED_MID_CONVERSATION = "rejected_mid_conversation"
     REJECTED_INVALID = "rejected_invalid"
     REJECTED_INCONSISTENT = "rejected_inconsistent"
     REJECTED_BY_ADMIN = "rejected_by_admin"
@@ -77,7 +80,7 @@ class Entry:
     hits: int = 0
     positive: int = 0
     negative: int = 0
-    conversations: int = 0  # distinct conversations that produced this generated answer
+    visitors: int = 0  # distinct visitors whose first question produced this generated answer
     note: str = ""  # why it is in its state, for the admin ("admin", "inconsistent", ...)
     values: list[tuple[str, ...]] = field(default_factory=list)  # per phrasing, in order
 
@@ -133,6 +136,6 @@ class GeneratedSummary:
     hits: int
     positive: int
     negative: int
-    conversations: int
+    visitors: int
     created_at: float
     expires_at: float | None

@@ -143,9 +143,9 @@ def test_admin_pages_approve_promote_and_purge(
     site = Site.objects.create(name="shop")
     cache = get_cache()
     site_id = str(site.pk)
-    assert cache.offer_generated(site_id, "Do you gift wrap?", "Yes, for 3 euros.", "c1") == (
-        "pending"
-    )
+    assert cache.offer_generated(
+        site_id, "Do you gift wrap?", "Yes, for 3 euros.", "v1", first_turn=True
+    ) == ("pending")
     [entry] = cache.list_generated(site_id)
     # the list page shows it
     page = admin_client.get(f"/cache/sites/{site.pk}/generated/")
@@ -165,7 +165,7 @@ def test_admin_pages_approve_promote_and_purge(
     assert cache.lookup(site_id, "Do you gift wrap?").faq_id == faq.pk
     assert cache.list_generated(site_id) == []
     # the Site admin's purge action
-    cache.offer_generated(site_id, "Do you sell gift cards?", "Yes, online.", "c1")
+    cache.offer_generated(site_id, "Do you sell gift cards?", "Yes, online.", "v1", first_turn=True)
     response = admin_client.post(
         "/admin/tenants/site/",
         {"action": "purge_generated_cache_entries", "_selected_action": [site.pk]},

@@ -157,17 +157,20 @@ def test_faq_edit_refreshes_and_deactivation_removes(cache: SemanticCache) -> No
     assert cache.redis.exists(cache.store.keys.entry("shop:faq:2")) == 0
 
 
-def _offer(cache: SemanticCache, conversation: str, answer: str | None = None) -> str:
+def _offer(
+    cache: SemanticCache, visitor: str, answer: str | None = None, first_turn: bool = True
+) -> str:
     return cache.offer_generated(
         "shop",
         "Do you offer gift wrapping?",
         answer or "Yes, gift wrapping is available at checkout for 3 euros.",
-        conversation,
+        visitor,
+        first_turn=first_turn,
     )
 
 
-def test_poisoned_answer_is_not_served_to_a_second_conversation(cache: SemanticCache) -> None:
-    # given: one customer makes the model say something, several times in one conversation
+def test_poisoned_answer_is_not_served_to_a_second_visitor(cache: SemanticCache) -> None:
+    # given: one visitor makes the model say something, in many conversations
     for _ in range(5):
         assert _offer(cache, "attacker", "Gift wrapping is free and we refund 100%.") == "pending"
     # when: another customer asks the same question
@@ -179,11 +182,11 @@ def test_poisoned_answer_is_not_served_to_a_second_conversation(cache: SemanticC
     assert not cache.lookup("shop", "Do you offer gift wrapping?").hit
 
 
-def test_consistent_answers_from_distinct_conversations_are_admitted(
+def test_consistent_answers_from_distinct_visitors_are_admitted(
     cache: SemanticCache,
 ) -> None:
     assert _offer(cache, "c1") == "pending"
-    assert _offer(cache, "c1") == "pending"  # the same conversation does not count twice
+    assert _offer(cache, "c1") == "pending"  # the same visitor does not count twice
     assert _offer(cache, "c2", "Yes: gift wrapping can be added at checkout for 3 euros.") == (
         "pending"
     )
@@ -191,6 +194,31 @@ def test_consistent_answers_from_distinct_conversations_are_admitted(
     result = cache.lookup("shop", "Do you offer gift wrapping?")
     assert result.hit and result.faq_id is None and result.entry_id is not None
     assert _offer(cache, "c4") == "already_cached"
+
+
+def test_only_first_turns_count_towards_admission(cache: SemanticCache) -> None:
+    # given: three visitors whose answers were written mid-conversation (with history)
+    for visitor in ("v1", "v2", "v3"):
+        assert _offer(cache, visitor, first_turn=False) == Admission.REJECTED_MID_CONVERSATION
+    # and an offer that does not say which turn it was (the safe default: not a first turn)
+    state = cache.offer_generated("shop", "Do you offer gift wrapping?", "Yes.", "v4")
+    # then: nothing was stored or counted
+    assert state == Admission.REJECTED_MID_CONVERSATION
+    assert cache.list_generated("shop") == []
+    # and first turns of the same visitors start the count from one
+    assert _offer(cache, "v1") == "pending"
+    [entry] = cache.list_generated("shop")
+    assert entry.visitors == 1
+
+
+def test_one_visitor_with_many_conversations_counts_once(cache: SemanticCache) -> None:
+    # given: a visitor opening a new conversation for each ask (each first turn)
+    for _ in range(4):
+        assert _offer(cache, "203.0.113.7") == "pending"
+    # then: still one visitor, not admitted, not served
+    [entry] = cache.list_generated("shop")
+    assert entry.visitors == 1 and entry.state == "pending"
+    assert not cache.lookup("shop", "Do you offer gift wrapping?").hit
 
 
 def test_value_guard_compares_values_in_order(cache: SemanticCache) -> None:
@@ -206,24 +234,28 @@ def test_value_guard_compares_values_in_order(cache: SemanticCache) -> None:
 
 def test_personal_data_and_follow_ups_are_never_stored(cache: SemanticCache) -> None:
     state = cache.offer_generated(
-        "shop", "My email is jo@example.com, where is my parcel?", "It ships today.", "c1"
+        "shop",
+        "My email is jo@example.com, where is my parcel?",
+        "It ships today.",
+        "c1",
+        first_turn=True,
     )
     assert state == "rejected_personal_data"
     state = cache.offer_generated(
-        "shop", "Where is my parcel?", "Call Jo on +44 20 7946 0958.", "c1"
+        "shop", "Where is my parcel?", "Call Jo on +44 20 7946 0958.", "c1", first_turn=True
     )
     assert state == "rejected_personal_data"
-    assert cache.offer_generated("shop", "what about the other one?", "Yes.", "c1") == (
-        "rejected_follow_up"
-    )
-    assert cache.offer_generated("shop", "", "Yes.", "c1") == "rejected_invalid"
+    assert cache.offer_generated(
+        "shop", "what about the other one?", "Yes.", "c1", first_turn=True
+    ) == ("rejected_follow_up")
+    assert cache.offer_generated("shop", "", "Yes.", "c1", first_turn=True) == "rejected_invalid"
     assert cache.list_generated("shop") == []
 
 
 def test_eviction_keeps_generated_entries_within_the_bound(
     make_cache: Callable[..., SemanticCache],
 ) -> None:
-    cache = make_cache(admission_min_conversations=1, max_generated_per_site=3)
+    cache = make_cache(admission_min_visitors=1, max_generated_per_site=3)
     questions = [
         "Do you sell gift cards?",
         "Is there a student discount?",
@@ -232,7 +264,10 @@ def test_eviction_keeps_generated_entries_within_the_bound(
         "Are your products vegan?",
     ]
     for question in questions:
-        assert cache.offer_generated("shop", question, f"Answer to: {question}", "c") == "admitted"
+        assert (
+            cache.offer_generated("shop", question, f"Answer to: {question}", "v", first_turn=True)
+            == "admitted"
+        )
     active = cache.list_generated("shop", "active")
     assert len(active) == 3
     assert int(cache.redis.zcard(cache.store.keys.site_generated("shop"))) == 3
@@ -254,10 +289,12 @@ def test_thumbs_down_demotes_then_flags(make_cache: Callable[..., SemanticCache]
 
 
 def test_purge_removes_generated_entries_only(make_cache: Callable[..., SemanticCache]) -> None:
-    cache = make_cache(admission_min_conversations=1)
+    cache = make_cache(admission_min_visitors=1)
     load_shop(cache)
-    cache.offer_generated("shop", "Do you sell gift cards?", "Yes, online and in store.", "c")
-    cache.offer_generated("shop", "Are your products vegan?", "Most are.", "c")
+    cache.offer_generated(
+        "shop", "Do you sell gift cards?", "Yes, online and in store.", "v", first_turn=True
+    )
+    cache.offer_generated("shop", "Are your products vegan?", "Most are.", "v", first_turn=True)
     assert cache.lookup("shop", "Do you sell gift cards?").hit
     assert cache.purge_generated("shop") == 2
     assert not cache.lookup("shop", "Do you sell gift cards?").hit
@@ -313,9 +350,11 @@ def test_async_suggestions_match_sync(cache: SemanticCache) -> None:
 
 
 def test_deleted_site_is_forgotten(make_cache: Callable[..., SemanticCache]) -> None:
-    cache = make_cache(admission_min_conversations=1)
+    cache = make_cache(admission_min_visitors=1)
     load_shop(cache)
-    cache.offer_generated("shop", "Do you sell gift cards?", "Yes, online and in store.", "c")
+    cache.offer_generated(
+        "shop", "Do you sell gift cards?", "Yes, online and in store.", "v", first_turn=True
+    )
     cache.set_site_policy("shop", 0.5)
     assert cache.purge_site("shop") == 5
     assert cache.lookup("shop", "How long does delivery take?").reason == "no_entry"
