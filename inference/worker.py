@@ -7,8 +7,8 @@ Start it (one model copy per process; threads share it):
 The thread pool must be at least the engine's batch size (`INFERENCE_MAX_RUNNING`, 32 by
 default): each running request holds one task thread while it streams. Settings (env):
 `REDIS_URL` (broker and channel layer), `CHAT_MODEL`, `QUANTIZATION`, `INFERENCE_MAX_RUNNING`,
-`INFERENCE_VISIBILITY_TIMEOUT` (seconds before Redis redelivers an unacknowledged task; short
-in tests, longer than the longest answer in production).
+`INFERENCE_VISIBILITY_TIMEOUT` (seconds before Redis redelivers an unacknowledged task; 20 by
+default, see `DEFAULT_VISIBILITY_TIMEOUT_S`).
 
 The model loads once at worker start (`worker_init`, before any task is consumed) and is
 warmed up there, so the first customer does not pay for it.
@@ -18,16 +18,50 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Mapping
 from typing import Any
 
 from celery import Celery, signals
 
 from inference.contracts import Queue, TaskName
+from inference.envvars import EnvSettingError, positive_int
+from inference.service import STALE_AFTER_S
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+
 # Redis redelivers a task nobody acknowledged within this many seconds (acks_late: the ack
-# comes when the answer is done). One hour in production; tests set a few seconds.
-VISIBILITY_TIMEOUT_S = int(os.environ.get("INFERENCE_VISIBILITY_TIMEOUT", "3600"))
+# comes when the answer is done), which is how a killed worker's request reaches another
+# worker. It must come back well before the service refuses it as stale (STALE_AFTER_S after
+# its deadline) and, better, before the chat layer gives the customer up (60 s answer
+# timeout by default): 20 s plus one restore sweep (10 s) leaves the model about half a
+# minute to answer. Shorter than the longest answer is fine: a copy redelivered while the
+# first delivery still streams waits on that delivery's lease and never generates twice.
+DEFAULT_VISIBILITY_TIMEOUT_S = 20
+
+
+def restore_interval_s(visibility_timeout_s: int) -> int:
+    """How often the broker sweeps for abandoned tasks: soon after the timeout passes."""
+    return max(1, min(10, visibility_timeout_s // 2))
+
+
+def redelivery_within_s(visibility_timeout_s: int) -> int:
+    """Worst case from a worker's death until another worker receives its unacked task."""
+    return visibility_timeout_s + restore_interval_s(visibility_timeout_s)
+
+
+def visibility_timeout_from_env(env: Mapping[str, str]) -> int:
+    """`INFERENCE_VISIBILITY_TIMEOUT`; refused when redelivery would come after staleness."""
+    timeout = positive_int(env, "INFERENCE_VISIBILITY_TIMEOUT", DEFAULT_VISIBILITY_TIMEOUT_S)
+    if redelivery_within_s(timeout) >= STALE_AFTER_S:
+        raise EnvSettingError(
+            f"INFERENCE_VISIBILITY_TIMEOUT={timeout}: a killed worker's request would be "
+            f"redelivered up to {redelivery_within_s(timeout)} s later, when it is refused as "
+            f"stale (after {STALE_AFTER_S:.0f} s); use {DEFAULT_VISIBILITY_TIMEOUT_S} or so"
+        )
+    return timeout
+
+
+VISIBILITY_TIMEOUT_S = visibility_timeout_from_env(os.environ)
 
 app = Celery("inference", broker=REDIS_URL)
 app.conf.update(
@@ -41,7 +75,7 @@ app.conf.update(
     broker_transport_options={
         "visibility_timeout": VISIBILITY_TIMEOUT_S,
         # Sweep for abandoned tasks often enough to notice them soon after the timeout.
-        "unacked_restore_interval": max(1, min(10, VISIBILITY_TIMEOUT_S // 2)),
+        "unacked_restore_interval": restore_interval_s(VISIBILITY_TIMEOUT_S),
         "unacked_restore_throttle": 1,
     },
     task_routes={TaskName.FINALIZE_ANSWER.value: {"queue": Queue.CPU.value}},
