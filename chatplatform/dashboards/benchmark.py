@@ -275,7 +275,9 @@ def run_queries(sites: list[Any], repeat: int) -> list[dict[str, Any]]:
         checks: dict[str, Callable[[], Any]] = {
             "daily figures from rollups": lambda s=scope: rollups.stored_figures(s),
             "live: message_groups, last 3 days": lambda s=recent: queries.message_groups(s),
-            "live: missed_by_day, last 3 days": lambda s=recent: queries.missed_by_day(s),
+            "live: question_outcomes_by_day, last 3 days": lambda s=recent: (
+                queries.question_outcomes_by_day(s)
+            ),
             "live: conversations_by_day, last 3 d": lambda s=recent: queries.conversations_by_day(
                 s
             ),

@@ -44,6 +44,7 @@ class DailySourceRollup(models.Model):
     sla_met = models.PositiveIntegerField()
     thumbs_up = models.PositiveIntegerField()
     thumbs_down = models.PositiveIntegerField()
+    gpu_answers = models.PositiveIntegerField(default=0)  # answers with GPU time spent
     gpu_seconds = models.FloatField()
     prompt_tokens = models.BigIntegerField()
     completion_tokens = models.BigIntegerField()
@@ -74,6 +75,8 @@ class DailySiteRollup(models.Model):
     conversations = models.PositiveIntegerField()
     handoffs = models.PositiveIntegerField()
     missed_questions = models.PositiveIntegerField()
+    # Customer questions whose first answer text came within the SLA (queries.py: definitions).
+    questions_sla_met = models.PositiveIntegerField(default=0)
     computed_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -11,10 +11,17 @@ Definitions:
 * missed question: a customer message answered by the model or a holding reply (an answer with
   source `llm` or `fallback` replying to it); counted once even when it got both.
 * cache hit rate: hits / (hits + missed questions).
-* SLA compliance: answers with `sla_met` true / answers whose SLA was evaluated.
+* SLA compliance: one outcome per customer question, as the customer saw it: met when the
+  first answer text reached them within the site's SLA (a cache or FAQ answer, the model's
+  first token, or a holding reply: the chat layer's "first text within SLA"), i.e. when some
+  answer to it has `sla_met` true; every other question is missed, including one that never
+  got any answer (a model failure, a timeout). A question still being answered counts as
+  missed until its answer is recorded. The per-source table keeps a per-answer figure: the
+  share of that source's answers whose first text came within the SLA.
 * satisfaction: thumbs up / (thumbs up + thumbs down), over answers with feedback.
 * percentiles: nearest rank (the smallest value with at least p% of values at or below it).
-* cost saved: hits x (model GPU-seconds / model answers) x GPU cost per hour / 3600.
+* cost saved: hits x (model GPU-seconds / model answers that ran on the GPU) x GPU cost per
+  hour / 3600; refused or failed model answers that used no GPU time do not dilute it.
 """
 
 from __future__ import annotations
@@ -112,6 +119,7 @@ def message_groups(scope: Scope, by_site: bool = False) -> list[dict[str, Any]]:
             sla_met=Count("id", filter=Q(sla_met=True)),
             thumbs_up=Count("id", filter=Q(feedback=1)),
             thumbs_down=Count("id", filter=Q(feedback=-1)),
+            gpu_answers=Count("id", filter=Q(gpu_seconds__gt=0)),
             gpu_seconds=Sum("gpu_seconds"),
             prompt_tokens=Sum("prompt_tokens"),
             completion_tokens=Sum("completion_tokens"),
@@ -120,19 +128,28 @@ def message_groups(scope: Scope, by_site: bool = False) -> list[dict[str, Any]]:
     )
 
 
-def missed_by_day(scope: Scope, by_site: bool = False) -> list[dict[str, Any]]:
-    """Missed questions per day [and site]: rows {day, [site_id,] n}.
+def question_outcomes_by_day(scope: Scope, by_site: bool = False) -> list[dict[str, Any]]:
+    """Per day [and site]: questions missed by the cache and questions answered within the SLA.
 
-    Additive over days and sites: a question and its answers share `received_at` (the
-    question's arrival), so a question is never counted on two days.
+    Rows {day, [site_id,] missed, sla_met}, counted over the answers' `in_reply_to`, so a
+    question with several answers (a holding reply and the model's) counts once. Additive over
+    days and sites: a question and its answers share `received_at` (the question's arrival),
+    so a question is never counted on two days.
     """
     keys = ["day"] + (["site_id"] if by_site else [])
     return list(
         messages_in(scope)
-        .filter(role=Message.Role.ASSISTANT, source__in=MISS_SOURCES)
+        .filter(role__in=ANSWER_ROLES, in_reply_to__isnull=False)
         .annotate(day=UTCDate("received_at", tzinfo=UTC))
         .values(*keys)
-        .annotate(n=Count("in_reply_to", distinct=True))
+        .annotate(
+            missed=Count(
+                "in_reply_to",
+                distinct=True,
+                filter=Q(role=Message.Role.ASSISTANT, source__in=MISS_SOURCES),
+            ),
+            sla_met=Count("in_reply_to", distinct=True, filter=Q(sla_met=True)),
+        )
         .order_by()
     )
 
@@ -189,9 +206,11 @@ def nearest_rank(sorted_values: Sequence[float], p: int) -> float | None:
 def daily_table(
     scope: Scope,
     groups: list[dict[str, Any]],
-    missed: dict[date, int],
+    questions: dict[date, dict[str, int]],
     conversations: dict[date, dict[str, int]],
 ) -> Table:
+    """Day by day. `questions` is question_outcomes_by_day summed per day ({missed, sla_met});
+    "SLA evaluated" is every customer question of the day (see the definitions above)."""
     table = Table(
         "daily",
         "Day by day",
@@ -217,12 +236,11 @@ def daily_table(
             continue
         day["answers"] += row["n"]
         day["hits"] += row["n"] if row["source"] in HIT_SOURCES else 0
-        day["sla_checked"] += row["sla_checked"]
-        day["sla_met"] += row["sla_met"]
     for day in scope.days():
         figures = per_day.get(day, {})
-        hits, misses = figures.get("hits", 0), missed.get(day, 0)
-        checked, met = figures.get("sla_checked", 0), figures.get("sla_met", 0)
+        outcomes = questions.get(day, {})
+        hits, misses = figures.get("hits", 0), outcomes.get("missed", 0)
+        checked, met = figures.get("customer", 0), outcomes.get("sla_met", 0)
         conv = conversations.get(day, {})
         table.rows.append(
             [
@@ -311,7 +329,7 @@ def latency_table(values: Mapping[str, tuple[Sequence[float], Sequence[float]]])
 
 def cost_table(groups: list[dict[str, Any]], gpu_cost_per_hour: float) -> Table:
     table = Table("cost", "Model cost and what the cache saved", ["figure", "value"])
-    model_answers = hits = 0
+    model_answers = gpu_answers = hits = 0
     model_gpu = all_gpu = 0.0
     prompt_tokens = completion_tokens = 0
     for row in groups:
@@ -322,13 +340,17 @@ def cost_table(groups: list[dict[str, Any]], gpu_cost_per_hour: float) -> Table:
         completion_tokens += row["completion_tokens"] or 0
         if row["source"] == Source.LLM:
             model_answers += row["n"]
+            gpu_answers += row["gpu_answers"]
             model_gpu += row["gpu_seconds"] or 0.0
         elif row["source"] in HIT_SOURCES:
             hits += row["n"]
-    gpu_per_answer = ratio(model_gpu, model_answers)
+    # Only answers that ran on the model: a refused request or a failure before generation
+    # used no GPU time and would make each answer look cheaper than it is.
+    gpu_per_answer = ratio(model_gpu, gpu_answers)
     saved_gpu = hits * gpu_per_answer if gpu_per_answer is not None else None
     table.rows = [
         ["model answers", model_answers],
+        ["model answers that ran on the GPU", gpu_answers],
         ["model GPU-seconds", all_gpu],
         ["prompt tokens", prompt_tokens],
         ["completion tokens", completion_tokens],

@@ -29,29 +29,31 @@ class Dashboard:
 
 def daily_figures(
     scope: Scope, now: datetime | None = None
-) -> tuple[list[dict[str, Any]], dict[date, int], dict[date, dict[str, int]]]:
-    """(message groups, missed questions per day, conversations per day) over the scope."""
+) -> tuple[list[dict[str, Any]], dict[date, dict[str, int]], dict[date, dict[str, int]]]:
+    """(message groups, question outcomes per day {missed, sla_met}, conversations per day)
+    over the scope."""
     settled, live = rollups.split(scope, now)
     groups: list[dict[str, Any]] = []
-    missed_rows: list[dict[str, Any]] = []
+    question_rows: list[dict[str, Any]] = []
     conversation_rows: list[dict[str, Any]] = []
     if settled is not None:
-        stored_groups, stored_missed, stored_conversations = rollups.stored_figures(settled)
+        stored_groups, stored_questions, stored_conversations = rollups.stored_figures(settled)
         groups += stored_groups
-        missed_rows += stored_missed
+        question_rows += stored_questions
         conversation_rows += stored_conversations
     if live is not None:
         groups += queries.message_groups(live)
-        missed_rows += queries.missed_by_day(live)
+        question_rows += queries.question_outcomes_by_day(live)
         conversation_rows += queries.conversations_by_day(live)
-    missed: dict[date, int] = defaultdict(int)
-    for row in missed_rows:
-        missed[row["day"]] += row["n"]
+    questions: dict[date, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for row in question_rows:
+        questions[row["day"]]["missed"] += row["missed"]
+        questions[row["day"]]["sla_met"] += row["sla_met"]
     conversations: dict[date, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     for row in conversation_rows:
         conversations[row["day"]]["conversations"] += row["conversations"]
         conversations[row["day"]]["handoffs"] += row["handoffs"]
-    return groups, missed, conversations
+    return groups, questions, conversations
 
 
 def latency_values(
@@ -82,9 +84,9 @@ def build_dashboard(
     scope: Scope, gpu_cost_per_hour: float, now: datetime | None = None
 ) -> Dashboard:
     """Every table of the overview page (FAQ gaps are their own page: gaps.py)."""
-    groups, missed, conversations = daily_figures(scope, now)
+    groups, questions, conversations = daily_figures(scope, now)
     return Dashboard(
-        daily=queries.daily_table(scope, groups, missed, conversations),
+        daily=queries.daily_table(scope, groups, questions, conversations),
         source_mix=queries.source_mix_table(scope, groups),
         sources=queries.sources_table(groups),
         latency=queries.latency_table(latency_values(scope, now)),

@@ -28,7 +28,7 @@ from chatplatform.dashboards.queries import (
     conversations_by_day,
     message_groups,
     messages_in,
-    missed_by_day,
+    question_outcomes_by_day,
 )
 
 # Answers finish within minutes and feedback comes while the chat is open: two full days of
@@ -40,6 +40,7 @@ SUMMED = [
     "sla_met",
     "thumbs_up",
     "thumbs_down",
+    "gpu_answers",
     "gpu_seconds",
     "prompt_tokens",
     "completion_tokens",
@@ -111,8 +112,10 @@ def ensure(scope: Scope) -> int:
                 )
             )
     per_day: dict[tuple[int, date], dict[str, int]] = defaultdict(dict)
-    for row in missed_by_day(span, by_site=True):
-        per_day[(row["site_id"], row["day"])]["missed_questions"] = row["n"]
+    for row in question_outcomes_by_day(span, by_site=True):
+        per_day[(row["site_id"], row["day"])].update(
+            missed_questions=row["missed"], questions_sla_met=row["sla_met"]
+        )
     for row in conversations_by_day(span, by_site=True):
         key = (row["site_id"], row["day"])
         per_day[key].update(conversations=row["conversations"], handoffs=row["handoffs"])
@@ -123,6 +126,7 @@ def ensure(scope: Scope) -> int:
             conversations=per_day[(site_id, day)].get("conversations", 0),
             handoffs=per_day[(site_id, day)].get("handoffs", 0),
             missed_questions=per_day[(site_id, day)].get("missed_questions", 0),
+            questions_sla_met=per_day[(site_id, day)].get("questions_sla_met", 0),
         )
         for site_id, day in missing
     ]
@@ -173,7 +177,7 @@ def stored_figures(
     scope: Scope,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
     """The scope's rollups summed over its sites, shaped like the live queries' rows:
-    (message groups, missed questions per day, conversations per day)."""
+    (message groups, question outcomes per day, conversations per day)."""
     ensure(scope)
     days = scope.days()
     in_range = {"site_id__in": scope.site_ids, "day__gte": days[0], "day__lte": days[-1]}
@@ -189,16 +193,19 @@ def stored_figures(
         .annotate(
             conversations=Sum("conversations"),
             handoffs=Sum("handoffs"),
-            n=Sum("missed_questions"),
+            missed=Sum("missed_questions"),
+            sla_met=Sum("questions_sla_met"),
         )
         .order_by()
     )
-    missed = [{"day": row["day"], "n": row["n"]} for row in site_days]
+    questions = [
+        {"day": row["day"], "missed": row["missed"], "sla_met": row["sla_met"]} for row in site_days
+    ]
     conversations = [
         {"day": r["day"], "conversations": r["conversations"], "handoffs": r["handoffs"]}
         for r in site_days
     ]
-    return groups, missed, conversations
+    return groups, questions, conversations
 
 
 def rebuild(scope: Scope) -> int:

@@ -49,8 +49,9 @@ def test_daily_volume_hit_rate_sla_and_handoffs(known_data: KnownData) -> None:
         "SLA compliance",
         "human requests",
     ]
-    # day 1: q3 got a holding reply and a model answer: one missed question, not two.
-    assert daily.rows[0] == ["2026-03-02", 1, 3, 4, 2, 1, pytest.approx(2 / 3), 4, 3, 0.75, 1]
+    # day 1: q3 got a holding reply and a model answer: one missed question, not two; and one
+    # SLA outcome: the holding reply was its first text, within the SLA, so it is met.
+    assert daily.rows[0] == ["2026-03-02", 1, 3, 4, 2, 1, pytest.approx(2 / 3), 3, 3, 1.0, 1]
     assert daily.rows[1] == ["2026-03-03", 1, 2, 3, 1, 1, 0.5, 2, 2, 1.0, 0]
 
 
@@ -94,6 +95,7 @@ def test_latency_percentiles_by_source(known_data: KnownData) -> None:
 def test_cost_and_cache_savings(known_data: KnownData) -> None:
     cost = dict(shop_dashboard(known_data).cost.rows)
     assert cost["model answers"] == 2
+    assert cost["model answers that ran on the GPU"] == 2
     assert cost["model GPU-seconds"] == 3.0  # the other site's 4.0 s are not counted
     assert cost["prompt tokens"] == 180
     assert cost["completion tokens"] == 90
@@ -103,6 +105,46 @@ def test_cost_and_cache_savings(known_data: KnownData) -> None:
     # 3 hits x 1.5 GPU-s = 4.5 GPU-s; at 3.6 per hour = 0.0045
     assert cost["GPU-seconds saved by the cache (estimate)"] == 4.5
     assert cost["cost saved by the cache (estimate)"] == pytest.approx(0.0045)
+
+
+def test_sla_compliance_is_one_outcome_per_question_and_unanswered_ones_are_missed(
+    db,
+) -> None:
+    # given: four questions on a fresh site
+    site = Site.objects.create(name="SLA")
+    conv = conversation(site, DAY1)
+    late = question(conv, "late holding reply, the answer never came", DAY1)
+    answer(late, "fallback", ttft_ms=900, total_ms=900, sla_met=False)
+    failed = question(conv, "the model failed, no holding reply", DAY1)
+    answer(failed, "llm", ttft_ms=None, total_ms=None, sla_met=None, text="")
+    question(conv, "never answered at all", DAY1)
+    timely = question(conv, "holding reply in time, answer late", DAY1)
+    answer(timely, "fallback", ttft_ms=250, total_ms=250, sla_met=True)
+    answer(timely, "llm", ttft_ms=700, total_ms=2000, sla_met=False, gpu_seconds=1.0)
+    scope = Scope([site.pk], datetime(2026, 3, 2, tzinfo=UTC), datetime(2026, 3, 3, tzinfo=UTC))
+    # when: counted live and from rollups
+    live = build_dashboard(scope, GPU_COST_PER_HOUR, now=BEFORE_MARCH).daily.rows[0]
+    settled = build_dashboard(scope, GPU_COST_PER_HOUR).daily.rows[0]
+    # then: 4 questions evaluated, only the one whose first text came in time is met (per
+    # answer row it would have been 1 met of 3: the failure and the silence left out)
+    assert live[7:10] == [4, 1, 0.25]
+    assert settled == live
+
+
+def test_gpu_seconds_per_answer_counts_only_answers_that_ran_on_the_model(db) -> None:
+    # given: one model answer that used 3 GPU-seconds and one refused before generating
+    site = Site.objects.create(name="Cost")
+    conv = conversation(site, DAY1)
+    answer(question(conv, "a", DAY1), "llm", ttft_ms=100, total_ms=900, sla_met=True, gpu_seconds=3)
+    answer(question(conv, "b", DAY1), "llm", ttft_ms=None, total_ms=None, sla_met=None, text="")
+    answer(question(conv, "c", DAY1), "faq", ttft_ms=5, total_ms=5, sla_met=True)
+    scope = Scope([site.pk], datetime(2026, 3, 2, tzinfo=UTC), datetime(2026, 3, 3, tzinfo=UTC))
+    for now in (BEFORE_MARCH, None):  # live, then from rollups
+        cost = dict(build_dashboard(scope, GPU_COST_PER_HOUR, now=now).cost.rows)
+        assert cost["model answers"] == 2
+        assert cost["model answers that ran on the GPU"] == 1
+        assert cost["GPU-seconds per model answer"] == 3.0
+        assert cost["GPU-seconds saved by the cache (estimate)"] == 3.0
 
 
 def test_all_sites_scope_adds_the_other_site(known_data: KnownData) -> None:
