@@ -19,6 +19,7 @@ import re
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,7 +37,7 @@ from cache.store import Store
 from cache.sync import ChangeFollower
 from cache.types import (
     Entry,
-    GeneratedSummary,
+    EntrySummary,
     LookupResult,
     Miss,
     NearMiss,
@@ -590,30 +591,39 @@ class SemanticCache:
     def get_entry(self, entry_id: str) -> Entry | None:
         return self.store.load(entry_id)
 
-    def list_generated(self, site_id: str, state: str | None = None) -> list[GeneratedSummary]:
+    def list_generated(self, site_id: str, state: str | None = None) -> list[EntrySummary]:
         """The site's generated entries (optionally one state), most hit first."""
-        entries = [
+        return _summaries(
             e
             for e in self.store.load_site(site_id)
             if e.source == Source.GENERATED and (state is None or e.state.value == state)
-        ]
-        entries.sort(key=lambda e: (-e.hits, -e.created_at))
-        return [
-            GeneratedSummary(
-                entry_id=e.entry_id,
-                site_id=e.site_id,
-                question=e.questions[0],
-                answer=e.answer,
-                state=e.state.value,
-                hits=e.hits,
-                positive=e.positive,
-                negative=e.negative,
-                visitors=e.visitors,
-                created_at=e.created_at,
-                expires_at=e.expires_at,
-            )
-            for e in entries
-        ]
+        )
+
+    def list_flagged(self, site_id: str) -> list[EntrySummary]:
+        """The site's flagged entries of both kinds (FAQ and generated), most hit first.
+
+        A flagged entry is not served until an admin restores it (`restore_entry`), approves
+        it (generated) or edits its FAQ (which rewrites the entry), so it must be listed.
+        """
+        return _summaries(e for e in self.store.load_site(site_id) if e.state == State.FLAGGED)
+
+    def restore_entry(self, entry_id: str) -> bool:
+        """An admin's "this answer is fine": a flagged entry is served again, its thumbs reset.
+
+        False when the entry is gone or not flagged (nothing to restore).
+        """
+        entry = self.store.load(entry_id)
+        if entry is None or entry.state != State.FLAGGED:
+            return False
+        if entry.source == Source.GENERATED:
+            return admission.set_state(self, entry_id, State.ACTIVE, note="admin")
+        pipe = self.redis.pipeline(transaction=True)
+        key = self.store.keys.entry(entry_id)
+        pipe.hset(key, mapping={"state": State.ACTIVE.value, "note": "admin", "pos": 0, "neg": 0})
+        self.store.publish(entry.site_id, "upsert", [entry_id], pipe)
+        pipe.execute()
+        self.apply_change(entry.site_id, "upsert", [entry_id])
+        return True
 
     def list_near_misses(self, site_id: str, limit: int = 100) -> list[NearMiss]:
         raw = self.redis.lrange(self.store.keys.near_misses(site_id), 0, limit - 1)
@@ -655,3 +665,25 @@ def _near_dict(miss: NearMiss) -> dict[str, object]:
         "confidence": miss.confidence,
         "at": miss.at,
     }
+
+
+def _summaries(entries: Iterable[Entry]) -> list[EntrySummary]:
+    ordered = sorted(entries, key=lambda e: (-e.hits, -e.created_at))
+    return [
+        EntrySummary(
+            entry_id=e.entry_id,
+            site_id=e.site_id,
+            question=e.questions[0],
+            answer=e.answer,
+            state=e.state.value,
+            hits=e.hits,
+            positive=e.positive,
+            negative=e.negative,
+            visitors=e.visitors,
+            created_at=e.created_at,
+            expires_at=e.expires_at,
+            source=e.source.value,
+            faq_id=e.faq_id,
+        )
+        for e in ordered
+    ]

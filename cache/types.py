@@ -125,8 +125,8 @@ class NearMiss:
 
 
 @dataclass(frozen=True, slots=True)
-class GeneratedSummary:
-    """A generated entry as the admin pages list it."""
+class EntrySummary:
+    """An entry as the admin pages list it (generated entries; flagged entries of any kind)."""
 
     entry_id: str
     site_id: str
@@ -139,3 +139,5 @@ class GeneratedSummary:
     visitors: int
     created_at: float
     expires_at: float | None
+    source: str = Source.GENERATED.value
+    faq_id: int | None = None  # the FAQ an FAQ entry comes from

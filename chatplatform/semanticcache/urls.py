@@ -7,6 +7,7 @@ app_name = "semanticcache"
 urlpatterns = [
     path("", views.overview, name="overview"),
     path("sites/<int:site_id>/generated/", views.generated, name="generated"),
+    path("sites/<int:site_id>/flagged/", views.flagged, name="flagged"),
     path("sites/<int:site_id>/near-misses/", views.near_misses, name="near_misses"),
     path("entries/action/", views.entry_action, name="entry_action"),
 ]

@@ -1,12 +1,14 @@
-"""Admin pages of the cache: generated entries (approve, reject, delete, promote to an FAQ)
-and near misses. Staff only; rendered inside the Django admin's layout."""
+"""Admin pages of the cache: generated entries (approve, reject, delete, promote to an FAQ),
+flagged entries of both kinds (restore, or edit the FAQ) and near misses. Staff only, and each
+user sees only the sites the dashboards let them read (`readable_sites`): another site's page
+or entry is a 404. Rendered inside the Django admin's layout."""
 
 from __future__ import annotations
 
 from django.contrib import messages
 from django.contrib.admin.views.decorators import staff_member_required
 from django.db import transaction
-from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils.http import urlencode
@@ -14,25 +16,34 @@ from django.views.decorators.http import require_POST
 
 from cache.service import site_of
 from cache.types import Source, State
+from chatplatform.dashboards.access import readable_sites
 from chatplatform.faq.models import FAQ
 from chatplatform.semanticcache.service import get_cache
 from chatplatform.tenants.models import Site
 
-ENTRY_ACTIONS = ("approve", "reject", "delete", "promote")
+# Actions on generated entries; "restore" (unflag) applies to flagged entries of both kinds.
+GENERATED_ACTIONS = ("approve", "reject", "delete", "promote")
+RESTORE = "restore"
+
+
+def _readable_site(request: HttpRequest, site_id: int) -> Site:
+    """The site, if this user may read it; 404 otherwise (its existence is not revealed)."""
+    return get_object_or_404(readable_sites(request.user), pk=site_id)
 
 
 @staff_member_required
 def overview(request: HttpRequest) -> HttpResponse:
     cache = get_cache()
     rows = []
-    for site in Site.objects.all():
+    for site in readable_sites(request.user):
         generated = cache.list_generated(str(site.pk))
         rows.append(
             {
                 "site": site,
                 "active": sum(g.state == State.ACTIVE for g in generated),
                 "pending": sum(g.state == State.PENDING for g in generated),
-                "review": sum(g.state in (State.FLAGGED, State.REJECTED) for g in generated),
+                "review": sum(g.state == State.REJECTED for g in generated),
+                "flagged": len(cache.list_flagged(str(site.pk))),
                 "near_misses": len(cache.list_near_misses(str(site.pk))),
             }
         )
@@ -41,7 +52,7 @@ def overview(request: HttpRequest) -> HttpResponse:
 
 @staff_member_required
 def generated(request: HttpRequest, site_id: int) -> HttpResponse:
-    site = get_object_or_404(Site, pk=site_id)
+    site = _readable_site(request, site_id)
     state = request.GET.get("state") or None
     entries = get_cache().list_generated(str(site.pk), state)
     context = {
@@ -55,8 +66,20 @@ def generated(request: HttpRequest, site_id: int) -> HttpResponse:
 
 
 @staff_member_required
+def flagged(request: HttpRequest, site_id: int) -> HttpResponse:
+    """Entries no longer served after repeated thumbs-down, FAQ-derived ones included."""
+    site = _readable_site(request, site_id)
+    context = {
+        "site": site,
+        "entries": get_cache().list_flagged(str(site.pk)),
+        "title": f"Flagged cache entries: {site.name}",
+    }
+    return render(request, "semanticcache/flagged.html", context)
+
+
+@staff_member_required
 def near_misses(request: HttpRequest, site_id: int) -> HttpResponse:
-    site = get_object_or_404(Site, pk=site_id)
+    site = _readable_site(request, site_id)
     add_url = reverse("admin:faq_faq_add")
     misses = [
         {
@@ -76,12 +99,22 @@ def near_misses(request: HttpRequest, site_id: int) -> HttpResponse:
 def entry_action(request: HttpRequest) -> HttpResponse:
     entry_id = request.POST.get("entry_id", "")
     action = request.POST.get("action", "")
-    if action not in ENTRY_ACTIONS or ":gen:" not in entry_id:
+    generated_action = action in GENERATED_ACTIONS and ":gen:" in entry_id
+    restore_action = action == RESTORE and (":gen:" in entry_id or ":faq:" in entry_id)
+    if not (generated_action or restore_action):
         return HttpResponseBadRequest("unknown action or entry")
-    site = get_object_or_404(Site, pk=int(site_of(entry_id)) if site_of(entry_id).isdigit() else -1)
+    if not site_of(entry_id).isdigit():
+        raise Http404("no such site")
+    site = _readable_site(request, int(site_of(entry_id)))
     if not request.user.has_perm("faq.change_faq"):
         return HttpResponse("You may not change this site's answers.", status=403)
     cache = get_cache()
+    if action == RESTORE:
+        if cache.restore_entry(entry_id):
+            messages.success(request, "Entry restored: it is served again.")
+        else:
+            messages.error(request, "That entry is no longer flagged (restored, edited or gone).")
+        return redirect(reverse("semanticcache:flagged", args=[site.pk]))
     back = reverse("semanticcache:generated", args=[site.pk])
     if action == "promote":
         return _promote(request, cache, entry_id, site)

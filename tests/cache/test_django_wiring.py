@@ -177,3 +177,64 @@ def test_admin_pages_approve_promote_and_purge(
 def test_cache_pages_need_staff(clean_cache: None) -> None:
     response = Client().get("/cache/")
     assert response.status_code == 302 and "/admin/login/" in response.url
+
+
+def test_flagged_faq_entry_is_listed_and_can_be_restored(
+    clean_cache: None, admin_client: Client, django_capture_on_commit_callbacks: Callable
+) -> None:
+    # given: an FAQ entry flagged by repeated thumbs-down
+    with django_capture_on_commit_callbacks(execute=True):
+        site = Site.objects.create(name="shop")
+        faq = FAQ.objects.create(site=site, question="Do you ship abroad?", answer="Yes, to 40.")
+    cache = get_cache()
+    entry_id = cache.lookup(str(site.pk), "Do you ship abroad?").entry_id
+    assert entry_id is not None
+    states = [cache.record_feedback(entry_id, positive=False) for _ in range(3)]
+    assert states[-1] == "flagged"
+    assert not cache.lookup(str(site.pk), "Do you ship abroad?").hit
+    # when: the admin opens the flagged list
+    page = admin_client.get(f"/cache/sites/{site.pk}/flagged/")
+    # then: the FAQ entry is there, with a link to edit the FAQ
+    assert page.status_code == 200 and b"Do you ship abroad?" in page.content
+    assert f"/admin/faq/faq/{faq.pk}/change/".encode() in page.content
+    assert b">1</a>" in admin_client.get("/cache/").content  # the overview counts it
+    # when: the admin restores it; then: served again, with a clean slate
+    response = admin_client.post(
+        "/cache/entries/action/", {"entry_id": entry_id, "action": "restore"}
+    )
+    assert response.status_code == 302
+    result = cache.lookup(str(site.pk), "Do you ship abroad?")
+    assert result.hit and result.answer == "Yes, to 40."
+    assert cache.list_flagged(str(site.pk)) == []
+    assert not cache.get_entry(entry_id).demoted  # type: ignore[union-attr]
+
+
+def test_cache_pages_show_only_the_users_sites(clean_cache: None) -> None:
+    # given: a staff user who may read (and change FAQs of) site "mine" only
+    from django.contrib.auth.models import Permission
+
+    from chatplatform.dashboards.models import SiteAccess
+
+    mine, theirs = Site.objects.create(name="mine"), Site.objects.create(name="theirs")
+    user = User.objects.create_user("ann", "ann@example.com", "pw-for-tests", is_staff=True)
+    user.user_permissions.add(Permission.objects.get(codename="change_faq"))
+    SiteAccess.objects.create(user=user, site=mine)
+    client = Client()
+    assert client.login(username="ann", password="pw-for-tests")
+    cache = get_cache()
+    cache.offer_generated(str(theirs.pk), "Do you gift wrap?", "Yes.", "v1", first_turn=True)
+    [entry] = cache.list_generated(str(theirs.pk))
+    # when / then: the overview lists only "mine"
+    overview = client.get("/cache/")
+    assert overview.status_code == 200
+    assert b"mine" in overview.content and b"theirs" not in overview.content
+    # the other site's pages and entries are not found
+    assert client.get(f"/cache/sites/{mine.pk}/generated/").status_code == 200
+    for page in ("generated", "flagged", "near-misses"):
+        assert client.get(f"/cache/sites/{theirs.pk}/{page}/").status_code == 404
+    for action in ("approve", "delete", "restore"):
+        response = client.post(
+            "/cache/entries/action/", {"entry_id": entry.entry_id, "action": action}
+        )
+        assert response.status_code == 404
+    assert cache.get_entry(entry.entry_id).state == "pending"  # type: ignore[union-attr]
