@@ -27,7 +27,7 @@ import redis
 
 from cache import admission
 from cache.config import CacheConfig
-from cache.decision import Decision, required_confidence
+from cache.decision import Decision, servable
 from cache.embedding import EmbeddingService
 from cache.encoder import Encoder
 from cache.guards import extract_values, is_follow_up, personal_data_kinds
@@ -296,7 +296,7 @@ class SemanticCache:
             return self._miss(prepared.start, Miss.NO_ENTRY)
         entry = snapshot.entries[decision.group]
         threshold = self._policies.get(prepared.site_id, self.config.min_confidence)
-        if decision.confidence < required_confidence(threshold, entry.demoted):
+        if not servable(decision, threshold, entry.demoted):
             self._note_near_miss(prepared, entry, decision)
             return self._candidate_miss(prepared.start, Miss.LOW_CONFIDENCE, entry, decision)
         values = extract_values(prepared.checked.text)

@@ -196,6 +196,18 @@ def test_consistent_answers_from_distinct_visitors_are_admitted(
     assert _offer(cache, "c4") == "already_cached"
 
 
+def test_one_faq_site_does_not_serve_a_merely_related_question(cache: SemanticCache) -> None:
+    # given: a site with a single FAQ (no competitor to lower the margin)
+    cache.sync_faq("solo", 1, 1, "How do I reset my password?", [], "Use 'Forgot password'.", True)
+    # when: a related but different question, and a paraphrase
+    other = cache.lookup("solo", "How do I reset my username?")
+    paraphrase = cache.lookup("solo", "Can I reset my password?")
+    # then: only the paraphrase is served, though both score a high calibrated confidence
+    assert not other.hit and other.reason == "low_confidence"
+    assert other.confidence > cache.config.min_confidence  # the top-1 floor stopped it
+    assert paraphrase.hit and paraphrase.faq_id == 1
+
+
 def test_only_first_turns_count_towards_admission(cache: SemanticCache) -> None:
     # given: three visitors whose answers were written mid-conversation (with history)
     for visitor in ("v1", "v2", "v3"):
