@@ -23,11 +23,18 @@ MESSAGES_PER_MINUTE_PER_CONVERSATION = get_from_env("CHAT_MESSAGES_PER_MINUTE_PE
 MESSAGES_PER_MINUTE_PER_IP = get_from_env("CHAT_MESSAGES_PER_MINUTE_PER_IP", 120, int)
 # Open sockets per address: several tabs for each of a few dozen people behind one NAT.
 CONNECTIONS_PER_IP = get_from_env("CHAT_CONNECTIONS_PER_IP", 50, int)
+# Other frames (hello, feedback, handoff, ping) per socket: a widget sends one hello, a ping
+# every 4 minutes and a few feedback clicks; 30 a minute is far above that and still stops a
+# script from flooding the database and the cache with feedback.
+FRAMES_PER_MINUTE_PER_CONNECTION = get_from_env("CHAT_FRAMES_PER_MINUTE_PER_CONN", 30, int)
+# The same per address: the CONNECTIONS_PER_IP sockets behind one NAT, a few frames each.
+FRAMES_PER_MINUTE_PER_IP = get_from_env("CHAT_FRAMES_PER_MINUTE_PER_IP", 300, int)
 # A socket whose web process died never says goodbye: it stops counting against its address
-# this long after its last frame (the widget pings more often than this while open).
-CONNECTION_COUNT_TTL_S = 600
-# Same for the "someone is connected to this conversation" counter.
-PRESENCE_TTL_S = 3600
+# this long after its last frame. A socket silent this long is closed by the server (the
+# widget pings every 4 minutes while open), so a socket that no longer counts is not open.
+CONNECTION_COUNT_TTL_S = get_from_env("CHAT_IDLE_TIMEOUT_S", 600.0, float)
+# Same for "someone is connected to this conversation" (refreshed by the same traffic).
+PRESENCE_TTL_S = CONNECTION_COUNT_TTL_S
 
 # The holding reply must reach the customer inside the SLA: it is sent this long before the
 # deadline if no token has arrived (covers FAQ suggestion lookup + send on a loaded box).

@@ -13,6 +13,7 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -42,6 +43,8 @@ logger = logging.getLogger(__name__)
 
 # Close code for refusing a socket outright (private range 4000-4999; mirrors HTTP 429).
 CLOSE_TOO_MANY_CONNECTIONS = 4429
+# Close code for a socket silent longer than config.CONNECTION_COUNT_TTL_S (mirrors HTTP 408).
+CLOSE_IDLE = 4408
 # Background tasks that must outlive the consumer (cancellation after the grace period).
 _background: set[asyncio.Task[None]] = set()
 
@@ -58,6 +61,9 @@ class PendingAnswer:
     suggestions: list[answering.Suggestion]
     first_text_at: float | None = None
     holding_sent: bool = False
+    # False for an answer rebuilt on resume (asked by an earlier socket): a resend of its
+    # question queues the model task again, as for any un-acked message.
+    requested_here: bool = True
     timers: list[asyncio.Task[None]] = field(default_factory=list)
 
 
@@ -70,6 +76,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self.pending: dict[str, PendingAnswer] = {}
         self.delivered: set[str] = set()  # answer ids this socket has sent whole
         self.counted = False
+        self.last_frame_at = time.monotonic()
+        self.idle_watch: asyncio.Task[None] | None = None
         # Count the socket before accepting it, so that once a client sees its socket open, the
         # count includes it (the next socket from that address is judged with this one in).
         allowed = await limits.open_connection(self.client_ip, self.channel_name)
@@ -82,17 +90,20 @@ class ChatConsumer(AsyncWebsocketConsumer):
             return
         self.counted = True
         metrics.connection_opened()
+        self.idle_watch = _start_task(self._close_when_idle(), "idle watch")
 
     async def disconnect(self, code: int) -> None:
         if not self.counted:
             return
+        if self.idle_watch is not None:
+            self.idle_watch.cancel()
         metrics.connection_closed()
         await limits.close_connection(self.client_ip, self.channel_name)
         if self.conversation_id is not None:
             await self.channel_layer.group_discard(
                 conversation_group(self.conversation_id), self.channel_name
             )
-            await limits.leave_conversation(self.conversation_id)
+            await limits.leave_conversation(self.conversation_id, self.channel_name)
             for pending in self.pending.values():
                 for timer in pending.timers:
                     timer.cancel()
@@ -105,8 +116,39 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     # --- client frames ------------------------------------------------------------------------
 
+    async def _close_when_idle(self) -> None:
+        """Close the socket once the client has been silent for CONNECTION_COUNT_TTL_S.
+
+        By then its entry in the per-address connection count has lapsed: left open, a silent
+        socket would no longer count, and a client could hold any number of them.
+        """
+        while True:
+            silent_for = time.monotonic() - self.last_frame_at
+            if silent_for >= config.CONNECTION_COUNT_TTL_S:
+                logger.info("chat: closing a socket silent for %.0f s", silent_for)
+                await self.close(code=CLOSE_IDLE)
+                return
+            await asyncio.sleep(config.CONNECTION_COUNT_TTL_S - silent_for)
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        """Run the handler of a channel-layer event with the same guard as client frames.
+
+        An exception escaping a handler would make daphne close the socket (1011) without
+        `disconnect` ever running, leaking its counters: log it, tell the client, stay open.
+        A pending answer the failure concerns is still closed by its timeout timer.
+        """
+        if message["type"].startswith("websocket."):
+            await super().dispatch(message)
+            return
+        try:
+            await super().dispatch(message)
+        except Exception:
+            logger.exception("chat: failed to handle the event %s", message.get("type"))
+            await self.send_error(ErrorCode.INTERNAL, "Something went wrong on our side.")
+
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         arrival = time.time()
+        self.last_frame_at = time.monotonic()
         try:
             if text_data is None:
                 raise ProtocolError(
@@ -122,22 +164,38 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self.send_error(ErrorCode.INTERNAL, "Something went wrong on our side; retry.")
 
     async def handle(self, command: ClientCommand, arrival: float) -> None:
+        if not isinstance(command, ChatMessage):
+            # Messages have their own, per-conversation limits (in `message`).
+            await self.check_frame_rate()
         if isinstance(command, Ping):
-            await limits.touch_connection(self.client_ip, self.channel_name)
             await self.send_json({"type": ServerType.PONG.value})
         elif isinstance(command, Hello):
             await self.hello(command)
         elif self.site is None or self.conversation_id is None:
             raise ProtocolError(ErrorCode.HELLO_REQUIRED, "Say hello with your site key first.")
         elif isinstance(command, ChatMessage):
-            await self.message(command, arrival)
+            await self.message_or_internal_error(command, arrival)
         elif isinstance(command, Feedback):
             await self.feedback(command)
         elif isinstance(command, Handoff):
             await database_sync_to_async(store.request_handoff)(self.conversation_id)
             await self.send_json({"type": ServerType.HANDOFF_OK.value})
 
+    async def check_frame_rate(self) -> None:
+        """Refuse a hello, feedback, handoff or ping over the per-socket or per-address limit
+        (this also marks the socket live; see limits.allow_frame)."""
+        broken = await limits.allow_frame(self.client_ip, self.channel_name, self.conversation_id)
+        if broken is not None:
+            raise ProtocolError(
+                ErrorCode.RATE_LIMITED, "Too many requests; wait a minute and try again."
+            )
+
     async def hello(self, hello: Hello) -> None:
+        """Join the site's conversation (new or resumed) and greet.
+
+        The socket's state is set only once every step has succeeded, so a hello that failed
+        half-way (the database or Redis briefly unavailable) can simply be sent again.
+        """
         if self.conversation_id is not None:
             raise ProtocolError(ErrorCode.ALREADY_HELLO, "This socket already joined a chat.")
         site = await database_sync_to_async(store.find_site)(hello.site_key)
@@ -150,12 +208,18 @@ class ChatConsumer(AsyncWebsocketConsumer):
         conversation_id, resumed = await database_sync_to_async(store.open_conversation)(
             site.id, hello.conversation_id, hello.visitor_id, self.client_ip
         )
-        self.site, self.conversation_id = site, conversation_id
-        await self.channel_layer.group_add(conversation_group(conversation_id), self.channel_name)
-        await limits.join_conversation(conversation_id)
-        replies, missed = await database_sync_to_async(_welcome_data)(
-            site.id, conversation_id, resumed
-        )
+        # Join the group before reading what was missed, so that an answer finished in
+        # between is either in that read or announced to this socket.
+        group = conversation_group(conversation_id)
+        await self.channel_layer.group_add(group, self.channel_name)
+        try:
+            await limits.join_conversation(conversation_id, self.channel_name)
+            welcome = await database_sync_to_async(_welcome_data)(site.id, conversation_id, resumed)
+        except Exception:
+            await self.channel_layer.group_discard(group, self.channel_name)
+            await limits.leave_conversation(conversation_id, self.channel_name)
+            raise
+        self.site, self.conversation_id, self.turns = site, conversation_id, welcome.turns
         await self.send_json(
             {
                 "type": ServerType.WELCOME.value,
@@ -163,17 +227,62 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 "conversation_id": conversation_id,
                 "resumed": resumed,
                 "greeting": site.greeting,
-                "quick_replies": replies,
+                "quick_replies": welcome.quick_replies,
                 "sla_ms": site.sla_ms,
                 "max_message_chars": config.MAX_MESSAGE_CHARS,
             }
         )
-        if resumed:
-            self.turns = await database_sync_to_async(store.conversation_turns)(
-                conversation_id, config.PROMPT_HISTORY_TURNS
-            )
-            for frame in missed:
-                await self.deliver_whole(frame)
+        for frame in welcome.missed:
+            await self.deliver_whole(frame)
+        for message_id, client_message_id in welcome.failures:
+            await self.report_failure(message_id, client_message_id)
+        for unfinished in welcome.unfinished:
+            await self.resume_pending(unfinished)
+
+    async def report_failure(self, message_id: str, client_message_id: str) -> None:
+        """Tell a returning customer that an answer failed while they were away."""
+        frame = error_frame(
+            ErrorCode.ANSWER_FAILED,
+            f"The assistant could not answer. {answering.UNAVAILABLE_TEXT}",
+            client_message_id or None,
+        )
+        await self.send_json({**frame, "reply_to": message_id})
+        await database_sync_to_async(store.mark_delivered)(store.reply_id_for(message_id))
+
+    async def resume_pending(self, unfinished: store.UnfinishedAnswer) -> None:
+        """Wait, on this socket, for an answer an earlier socket asked for: its stream, failure
+        or timeout are reported here, with the SLA timers running from the original arrival."""
+        assert self.site is not None
+        found = []
+        if not unfinished.holding_sent:
+            found = await answering.suggestions(self.site.id, unfinished.question)
+        pending = PendingAnswer(
+            message_id=unfinished.message_id,
+            client_message_id=unfinished.client_message_id,
+            question=unfinished.question,
+            arrival=unfinished.received_at.timestamp(),
+            received_at=unfinished.received_at,
+            suggestions=found,
+            holding_sent=unfinished.holding_sent,
+            requested_here=False,
+        )
+        self.pending[pending.message_id] = pending
+        self.start_timers(pending)
+
+    async def message_or_internal_error(self, message: ChatMessage, arrival: float) -> None:
+        """`message`, with a failure on our side reported against the message (`ref`), so the
+        client knows which one to send again."""
+        try:
+            await self.message(message, arrival)
+        except ProtocolError:
+            raise
+        except Exception as error:
+            logger.exception("chat: failed to handle message %s", message.client_message_id)
+            raise ProtocolError(
+                ErrorCode.INTERNAL,
+                "Something went wrong on our side; the message will be sent again.",
+                message.client_message_id,
+            ) from error
 
     async def message(self, message: ChatMessage, arrival: float) -> None:
         """Validate, look up the cache, persist (one commit), ack, then answer or ask the model.
@@ -268,47 +377,62 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self, message: ChatMessage, message_id: str, received_at: datetime, arrival: float
     ) -> None:
         assert self.site is not None and self.conversation_id is not None
-        if message_id in self.pending:
+        pending = self.pending.get(message_id)
+        if pending is not None and pending.requested_here:
             return  # already asked on this socket
-        self.turns.append(("user", message.text))
-        found = await answering.suggestions(self.site.id, message.text)
-        pending = PendingAnswer(
-            message_id=message_id,
-            client_message_id=message.client_message_id,
-            question=message.text,
-            arrival=arrival,
-            received_at=received_at,
-            suggestions=found,
-        )
-        self.pending[message_id] = pending
+        # A question resumed from the database is already the last turn.
+        if self.turns[-1:] != [("user", message.text)]:
+            self.turns.append(("user", message.text))
+        if pending is None:
+            found = await answering.suggestions(self.site.id, message.text)
+            pending = PendingAnswer(
+                message_id=message_id,
+                client_message_id=message.client_message_id,
+                question=message.text,
+                arrival=arrival,
+                received_at=received_at,
+                suggestions=found,
+            )
+            self.pending[message_id] = pending
+            self.start_timers(pending)
+        pending.requested_here = True
         request = answering.inference_request(
             conversation_id=self.conversation_id,
             message_id=message_id,
             site_id=self.site.id,
             instructions=self.site.instructions,
-            grounding=found,
+            grounding=pending.suggestions,
             history=self.turns[-config.PROMPT_HISTORY_TURNS - 1 : -1],
             question=message.text,
             arrival=arrival,
             sla_ms=self.site.sla_ms,
         )
         await answering.send_inference(request)
-        holding_at = (self.site.sla_ms - config.HOLDING_REPLY_MARGIN_MS) / 1000.0
+
+    def start_timers(self, pending: PendingAnswer) -> None:
+        """The SLA guard of one answer: holding reply before the deadline, then the timeout."""
+        assert self.site is not None
+        holding_at = pending.arrival + (self.site.sla_ms - config.HOLDING_REPLY_MARGIN_MS) / 1000.0
+        timeout_at = pending.arrival + config.ANSWER_TIMEOUT_S
         pending.timers = [
-            asyncio.create_task(self._holding_after(message_id, arrival + holding_at)),
-            asyncio.create_task(self._timeout_after(message_id, arrival + config.ANSWER_TIMEOUT_S)),
+            _start_task(self._holding_after(pending.message_id, holding_at), "holding timer"),
+            _start_task(self._timeout_after(pending.message_id, timeout_at), "timeout timer"),
         ]
 
     async def feedback(self, feedback: Feedback) -> None:
         assert self.conversation_id is not None
-        found, entry_id = await database_sync_to_async(store.record_feedback)(
+        change = await database_sync_to_async(store.record_feedback)(
             self.conversation_id, feedback.message_id, feedback.positive
         )
-        if not found:
+        if change is None:
             raise ProtocolError(ErrorCode.UNKNOWN_MESSAGE, "No answer with this id in this chat.")
-        if entry_id:
+        value = 1 if feedback.positive else -1
+        if change.entry_id and change.previous != value:
+            # Only a change reaches the cache, as one vote: a first click counts, and a flip
+            # (down then up) counts the opposite vote, which cancels the earlier one in the
+            # entry's net score. Repeated clicks cannot flag an entry site-wide.
             cache = await answering.get_cache()
-            await cache.arecord_feedback(entry_id, feedback.positive)
+            await cache.arecord_feedback(change.entry_id, feedback.positive)
         await self.send_json(
             {"type": ServerType.FEEDBACK_OK.value, "message_id": feedback.message_id}
         )
@@ -482,13 +606,42 @@ class ChatConsumer(AsyncWebsocketConsumer):
         return None
 
 
-def _welcome_data(
-    site_id: int, conversation_id: str, resumed: bool
-) -> tuple[list[dict[str, object]], list[dict[str, object]]]:
-    """Quick replies, and the answers a returning customer missed (one DB round trip)."""
+@dataclass(frozen=True)
+class WelcomeData:
+    quick_replies: list[dict[str, object]]
+    turns: list[tuple[str, str]]  # recent (role, text) of a resumed conversation
+    missed: list[dict[str, object]]  # finished answers the customer has not received
+    failures: list[tuple[str, str]]  # (message id, client_message_id) of unreported failures
+    unfinished: list[store.UnfinishedAnswer]  # answers still to come
+
+
+def _welcome_data(site_id: int, conversation_id: str, resumed: bool) -> WelcomeData:
+    """What a hello needs from the database (one thread hop)."""
     replies = store.quick_replies(site_id, config.QUICK_REPLY_COUNT)
-    missed = store.undelivered_answers(conversation_id) if resumed else []
-    return replies, missed
+    if not resumed:
+        return WelcomeData(replies, [], [], [], [])
+    return WelcomeData(
+        quick_replies=replies,
+        turns=store.conversation_turns(conversation_id, config.PROMPT_HISTORY_TURNS),
+        missed=store.undelivered_answers(conversation_id),
+        failures=store.unreported_failures(conversation_id),
+        unfinished=store.unfinished_answers(conversation_id),
+    )
+
+
+def _start_task(coroutine: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+    """A background task of a consumer whose failure is logged (nobody awaits it)."""
+    task = asyncio.create_task(coroutine, name=name)
+    task.add_done_callback(_log_failure)
+    return task
+
+
+def _log_failure(task: asyncio.Task[None]) -> None:
+    if task.cancelled():
+        return
+    error = task.exception()
+    if error is not None:
+        logger.error("chat: the %s failed", task.get_name(), exc_info=error)
 
 
 async def _cancel_if_abandoned(conversation_id: str, message_ids: list[str]) -> None:

@@ -7,6 +7,7 @@ twice the limit across a window boundary is acceptable for abuse protection.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 import weakref
 
@@ -45,7 +46,8 @@ def redis_client() -> aioredis.Redis:
 
 async def allow_message(conversation_id: str, client_ip: str, connection_id: str) -> str | None:
     """Count one message; None when it may go on, else which limit it broke ("conversation"
-    or "ip"). One round trip: both window counters, and the sender's socket is marked live."""
+    or "ip"). One round trip: both window counters, and the sender's socket and presence on
+    the conversation are marked live."""
     window = int(time.time()) // WINDOW_S
     conversation_key = f"{_KEY_PREFIX}:conv:{conversation_id}:{window}"
     ip_key = f"{_KEY_PREFIX}:ip:{client_ip}:{window}"
@@ -54,16 +56,62 @@ async def allow_message(conversation_id: str, client_ip: str, connection_id: str
         pipe.expire(conversation_key, WINDOW_S * 2)
         pipe.incr(ip_key)
         pipe.expire(ip_key, WINDOW_S * 2)
-        pipe.zadd(
-            _connections_key(client_ip),
-            {connection_id: time.time() + config.CONNECTION_COUNT_TTL_S},
-        )
-        per_conversation, _, per_ip, _, _ = await pipe.execute()
+        _queue_touch(pipe, client_ip, connection_id, conversation_id)
+        per_conversation, _, per_ip, *_ = await pipe.execute()
     if int(per_conversation) > config.MESSAGES_PER_MINUTE_PER_CONVERSATION:
         return "conversation"
     if int(per_ip) > config.MESSAGES_PER_MINUTE_PER_IP:
         return "ip"
     return None
+
+
+async def allow_frame(
+    client_ip: str, connection_id: str, conversation_id: str | None
+) -> str | None:
+    """Count one frame other than a message (hello, feedback, handoff, ping); None when it may
+    go on, else which limit it broke ("connection" or "ip"). One round trip, which also marks
+    the socket (and its presence on its conversation) live."""
+    window = int(time.time()) // WINDOW_S
+    connection_key = f"{_KEY_PREFIX}:frames:conn:{connection_id}:{window}"
+    ip_key = f"{_KEY_PREFIX}:frames:ip:{client_ip}:{window}"
+    async with redis_client().pipeline(transaction=True) as pipe:
+        pipe.incr(connection_key)
+        pipe.expire(connection_key, WINDOW_S * 2)
+        pipe.incr(ip_key)
+        pipe.expire(ip_key, WINDOW_S * 2)
+        _queue_touch(pipe, client_ip, connection_id, conversation_id)
+        per_connection, _, per_ip, *_ = await pipe.execute()
+    if int(per_connection) > config.FRAMES_PER_MINUTE_PER_CONNECTION:
+        return "connection"
+    if int(per_ip) > config.FRAMES_PER_MINUTE_PER_IP:
+        return "ip"
+    return None
+
+
+def _queue_touch(
+    pipe: aioredis.client.Pipeline,
+    client_ip: str,
+    connection_id: str,
+    conversation_id: str | None,
+) -> None:
+    """Queue the refresh of a live socket's entries: its connection count and its presence.
+
+    The keys' own expiry is pushed back too: set only when the first socket opened, it would
+    drop every entry (and so the whole count) while sockets are still alive and talking.
+    """
+    lapses_at = time.time() + config.CONNECTION_COUNT_TTL_S
+    connections = _connections_key(client_ip)
+    pipe.zadd(connections, {connection_id: lapses_at})
+    pipe.expire(connections, _whole_seconds(config.CONNECTION_COUNT_TTL_S))
+    if conversation_id is not None:
+        presence = _presence_key(conversation_id)
+        pipe.zadd(presence, {connection_id: time.time() + config.PRESENCE_TTL_S})
+        pipe.expire(presence, _whole_seconds(config.PRESENCE_TTL_S))
+
+
+def _whole_seconds(ttl_s: float) -> int:
+    """A key expiry for EXPIRE (whole seconds, at least 1) that outlives the entries' scores."""
+    return max(1, math.ceil(ttl_s))
 
 
 def _connections_key(client_ip: str) -> str:
@@ -75,24 +123,21 @@ async def open_connection(client_ip: str, connection_id: str) -> bool:
 
     A sorted set of live sockets scored by when their count lapses: a socket whose process
     died without a disconnect stops counting after CONNECTION_COUNT_TTL_S instead of blocking
-    its address for good. Live sockets refresh their entry (`touch_connection`) on traffic.
+    its address for good. Live sockets refresh their entry on every frame (`allow_frame`,
+    `allow_message`), and the consumer closes a socket silent for that long, so a socket that
+    no longer counts is no longer open either.
     """
     key, now = _connections_key(client_ip), time.time()
     async with redis_client().pipeline(transaction=True) as pipe:
         pipe.zremrangebyscore(key, "-inf", now)
         pipe.zadd(key, {connection_id: now + config.CONNECTION_COUNT_TTL_S})
         pipe.zcard(key)
-        pipe.expire(key, config.CONNECTION_COUNT_TTL_S)
+        pipe.expire(key, _whole_seconds(config.CONNECTION_COUNT_TTL_S))
         _, _, count, _ = await pipe.execute()
     if int(count) > config.CONNECTIONS_PER_IP:
         await redis_client().zrem(key, connection_id)
         return False
     return True
-
-
-async def touch_connection(client_ip: str, connection_id: str) -> None:
-    key = _connections_key(client_ip)
-    await redis_client().zadd(key, {connection_id: time.time() + config.CONNECTION_COUNT_TTL_S})
 
 
 async def close_connection(client_ip: str, connection_id: str) -> None:
@@ -103,22 +148,29 @@ def _presence_key(conversation_id: str) -> str:
     return f"chat:presence:{conversation_id}"
 
 
-async def join_conversation(conversation_id: str) -> None:
-    """Count a live socket on the conversation (used to decide whether to cancel generation)."""
+async def join_conversation(conversation_id: str, connection_id: str) -> None:
+    """Mark a socket as present on the conversation (used to decide whether to cancel
+    generation when a socket closes).
+
+    A sorted set of socket names scored by when their presence lapses, like the connection
+    count: joining or leaving twice cannot miscount, a socket whose process died stops
+    counting after PRESENCE_TTL_S, and live sockets refresh their entry on traffic.
+    """
     key = _presence_key(conversation_id)
     async with redis_client().pipeline(transaction=True) as pipe:
-        pipe.incr(key)
-        pipe.expire(key, config.PRESENCE_TTL_S)
+        pipe.zadd(key, {connection_id: time.time() + config.PRESENCE_TTL_S})
+        pipe.expire(key, _whole_seconds(config.PRESENCE_TTL_S))
         await pipe.execute()
 
 
-async def leave_conversation(conversation_id: str) -> None:
-    await redis_client().decr(_presence_key(conversation_id))
+async def leave_conversation(conversation_id: str, connection_id: str) -> None:
+    await redis_client().zrem(_presence_key(conversation_id), connection_id)
 
 
 async def someone_present(conversation_id: str) -> bool:
-    value = await redis_client().get(_presence_key(conversation_id))
-    return value is not None and int(value) > 0
+    """Whether a live socket (one whose presence has not lapsed) is on the conversation."""
+    live = await redis_client().zcount(_presence_key(conversation_id), f"({time.time()}", "+inf")
+    return int(live) > 0
 
 
 async def request_cancel(message_id: str) -> None:

@@ -113,7 +113,9 @@ class Ping:
 ClientCommand = Hello | ChatMessage | Feedback | Handoff | Ping
 
 # Client-chosen ids: short and boring, so they are safe in logs, keys and the database column.
-_CLIENT_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+_CLIENT_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+# The longest spelling uuid.UUID accepts ("urn:uuid:{...}"); longer text is not an id.
+_MAX_UUID_CHARS = 47
 # Control characters other than tab/newline never belong in a chat message.
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
@@ -145,18 +147,28 @@ def parse_client_frame(text: str) -> ClientCommand:
 
 
 def _parse_hello(data: dict[str, Any]) -> Hello:
-    version = data.get("v", config.PROTOCOL_VERSION)
+    version = data.get("v")
+    # bool is an int in Python: `true` must not pass for version 1.
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise ProtocolError(
+            ErrorCode.BAD_FIELD,
+            f"v must be the protocol version, the integer {config.PROTOCOL_VERSION}.",
+        )
     if version != config.PROTOCOL_VERSION:
         raise ProtocolError(
             ErrorCode.UNSUPPORTED_VERSION,
             f"This server speaks protocol version {config.PROTOCOL_VERSION}.",
         )
-    site_key = _string(data, "site_key", max_len=64)
+    site_key = data.get("site_key")
+    if not _is_client_id(site_key):
+        raise ProtocolError(ErrorCode.BAD_FIELD, "site_key must be 1-64 letters, digits or _.:-")
     conversation_id = data.get("conversation_id")
     if conversation_id is not None:
         conversation_id = _uuid(conversation_id, "conversation_id")
-    visitor_id = data.get("visitor_id") or ""
-    if visitor_id and not _is_client_id(visitor_id):
+    visitor_id = data.get("visitor_id")
+    if visitor_id is None or visitor_id == "":
+        visitor_id = ""
+    elif not _is_client_id(visitor_id):
         raise ProtocolError(ErrorCode.BAD_FIELD, "visitor_id must be 1-64 letters, digits or _.:-")
     return Hello(site_key=site_key, conversation_id=conversation_id, visitor_id=visitor_id)
 
@@ -192,22 +204,19 @@ def _parse_feedback(data: dict[str, Any]) -> Feedback:
     return Feedback(message_id=message_id, positive=value == "up")
 
 
-def _string(data: dict[str, Any], name: str, max_len: int) -> str:
-    value = data.get(name)
-    if not isinstance(value, str) or not value or len(value) > max_len:
-        raise ProtocolError(ErrorCode.BAD_FIELD, f"{name} must be a non-empty string.")
-    return value
-
-
 def _uuid(value: Any, name: str) -> str:
+    # Only strings: str() of a number or an object must not be parsed as an id.
+    if not isinstance(value, str) or len(value) > _MAX_UUID_CHARS:
+        raise ProtocolError(ErrorCode.BAD_FIELD, f"{name} must be a UUID.")
     try:
-        return str(uuid.UUID(str(value)))
+        return str(uuid.UUID(value))
     except ValueError:
         raise ProtocolError(ErrorCode.BAD_FIELD, f"{name} must be a UUID.") from None
 
 
 def _is_client_id(value: Any) -> bool:
-    return isinstance(value, str) and _CLIENT_ID.match(value) is not None
+    # fullmatch: `$` would let a trailing newline through.
+    return isinstance(value, str) and _CLIENT_ID.fullmatch(value) is not None
 
 
 def _has_lone_surrogate(text: str) -> bool:

@@ -72,8 +72,10 @@ def open_conversation(
         exists = Conversation.objects.filter(pk=conversation_id, site_id=site_id).exists()
         if exists:
             return conversation_id, True
+    # An empty visitor id stays empty (not made up): the cache's admission then counts the
+    # client's address as the visitor (chat/tasks.py).
     conversation = Conversation.objects.create(
-        site_id=site_id, visitor_id=visitor_id or uuid.uuid4().hex, client_ip=client_ip
+        site_id=site_id, visitor_id=visitor_id, client_ip=client_ip
     )
     return str(conversation.pk), False
 
@@ -276,10 +278,12 @@ def save_holding_reply(
 
 
 def fail_reply(message_id: str) -> None:
-    """The model will not answer (refused, failed, timed out): close both records."""
+    """The model will not answer (refused, failed, timed out) and the customer's socket was
+    just told so: close both records. `delivered` marks the failure as reported, so a
+    returning customer is not told again (see `unreported_failures`)."""
     reply_id = reply_id_for(message_id)
     Message.objects.filter(pk=reply_id).exclude(state=Message.State.DONE).update(
-        state=Message.State.FAILED, completed_at=timezone.now()
+        state=Message.State.FAILED, completed_at=timezone.now(), delivered=True
     )
     Message.objects.filter(pk=message_id).update(state=Message.State.DONE)
 
@@ -309,6 +313,66 @@ def stored_answer(reply_id: str) -> dict[str, object] | None:
     return answer_frame(message)
 
 
+@dataclass(frozen=True)
+class UnfinishedAnswer:
+    """A model answer still being generated (or lost) when its customer's socket went away."""
+
+    message_id: str  # the customer's message
+    client_message_id: str
+    question: str
+    received_at: datetime
+    holding_sent: bool
+
+
+def unfinished_answers(conversation_id: str) -> list[UnfinishedAnswer]:
+    """The conversation's model answers that are neither finished nor failed, oldest first."""
+    replies = (
+        Message.objects.filter(
+            conversation_id=conversation_id,
+            role=Message.Role.ASSISTANT,
+            source=Message.Source.LLM,
+            state__in=(Message.State.PENDING, Message.State.STREAMING),
+            in_reply_to__isnull=False,
+        )
+        .select_related("in_reply_to")
+        .order_by("received_at")
+    )
+    questions = [reply.in_reply_to for reply in replies]
+    with_holding = set(
+        Message.objects.filter(
+            pk__in=[reply_id_for(str(q.pk), "holding") for q in questions]
+        ).values_list("in_reply_to_id", flat=True)
+    )
+    return [
+        UnfinishedAnswer(
+            message_id=str(question.pk),
+            client_message_id=question.client_message_id,
+            question=question.text,
+            received_at=question.received_at,
+            holding_sent=question.pk in with_holding,
+        )
+        for question in questions
+    ]
+
+
+def unreported_failures(conversation_id: str) -> list[tuple[str, str]]:
+    """(message id, client_message_id) of questions whose model answer failed while no socket
+    of the conversation was there to say so, oldest first."""
+    rows = (
+        Message.objects.filter(
+            conversation_id=conversation_id,
+            role=Message.Role.ASSISTANT,
+            source=Message.Source.LLM,
+            state=Message.State.FAILED,
+            delivered=False,
+            in_reply_to__isnull=False,
+        )
+        .order_by("received_at")
+        .values_list("in_reply_to_id", "in_reply_to__client_message_id")
+    )
+    return [(str(message_id), client_id) for message_id, client_id in rows]
+
+
 def undelivered_answers(conversation_id: str) -> list[dict[str, object]]:
     """Finished answers of the conversation the customer has not received yet, oldest first."""
     rows = Message.objects.filter(
@@ -320,18 +384,32 @@ def undelivered_answers(conversation_id: str) -> list[dict[str, object]]:
     return [answer_frame(row) for row in rows.order_by("received_at", "completed_at")]
 
 
-def record_feedback(conversation_id: str, message_id: str, positive: bool) -> tuple[bool, str]:
-    """Store thumbs up/down on an answer of this conversation.
+@dataclass(frozen=True)
+class FeedbackChange:
+    """A customer's feedback on an answer, as stored: what it was before and the cache entry
+    the answer came from ("" for answers not served from the cache)."""
 
-    Returns (found, cache entry id or ""): the caller tells the cache about cached answers.
+    previous: int | None  # +1, -1, or None when none was given before
+    entry_id: str
+
+
+def record_feedback(conversation_id: str, message_id: str, positive: bool) -> FeedbackChange | None:
+    """Store thumbs up/down on an answer of this conversation; None when no such answer.
+
+    Returns the previous value so the caller tells the cache only about a change (a widget
+    that sends the same click three times must not count three votes).
     """
-    updated = Message.objects.filter(
-        pk=message_id, conversation_id=conversation_id, role=Message.Role.ASSISTANT
-    ).update(feedback=1 if positive else -1)
-    if not updated:
-        return False, ""
-    entry_id = Message.objects.values_list("cache_entry_id", flat=True).get(pk=message_id)
-    return True, entry_id
+    with transaction.atomic():
+        row = (
+            Message.objects.select_for_update()
+            .filter(pk=message_id, conversation_id=conversation_id, role=Message.Role.ASSISTANT)
+            .values("feedback", "cache_entry_id")
+            .first()
+        )
+        if row is None:
+            return None
+        Message.objects.filter(pk=message_id).update(feedback=1 if positive else -1)
+    return FeedbackChange(previous=row["feedback"], entry_id=row["cache_entry_id"])
 
 
 def request_handoff(conversation_id: str) -> None:

@@ -9,6 +9,7 @@ Idempotent: the row is updated only while not yet finished, so a redelivered tas
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from asgiref.sync import async_to_sync
@@ -17,7 +18,7 @@ from channels.layers import get_channel_layer
 from django.db import OperationalError, transaction
 
 from chatplatform.chat.store import reply_id_for
-from chatplatform.conversations.models import Message
+from chatplatform.conversations.models import Conversation, Message
 from inference.contracts import InferenceResult, TaskName, conversation_group
 
 logger = logging.getLogger(__name__)
@@ -40,11 +41,11 @@ def finalize_answer(result_data: dict) -> str:
     """Persist one InferenceResult; returns what happened ("stored", "duplicate", ...)."""
     result = InferenceResult.from_dict(result_data)
     reply_id = reply_id_for(result.message_id)
-    outcome, question = persist_result(result, reply_id)
+    outcome, offer = persist_result(result, reply_id)
     if outcome != "stored":
         return outcome
-    if result.text and result.finish_reason in CACHEABLE_FINISH_REASONS and question:
-        offer_to_cache(result, question)
+    if result.text and result.finish_reason in CACHEABLE_FINISH_REASONS and offer is not None:
+        offer_to_cache(result, offer)
     layer = get_channel_layer()
     async_to_sync(layer.group_send)(
         conversation_group(result.conversation_id),
@@ -53,20 +54,32 @@ def finalize_answer(result_data: dict) -> str:
     return outcome
 
 
-def persist_result(result: InferenceResult, reply_id: str) -> tuple[str, str]:
-    """Write the result onto the answer row; returns (outcome, the customer's question)."""
+@dataclass(frozen=True)
+class CacheOffer:
+    """What the cache's admission policy needs to know about the question an answer answers."""
+
+    question: str
+    # Who asked: the widget's visitor id, or the client's address when the widget sent none.
+    visitor: str
+    # The conversation's first customer message: the model answered it without history, so
+    # the answer may suit other customers (a later turn's answer may lean on earlier ones).
+    first_turn: bool
+
+
+def persist_result(result: InferenceResult, reply_id: str) -> tuple[str, CacheOffer | None]:
+    """Write the result onto the answer row; returns (outcome, what to offer the cache)."""
     with transaction.atomic():
         reply = (
-            Message.objects.select_related("site", "in_reply_to")
+            Message.objects.select_related("site", "in_reply_to", "conversation")
             .filter(pk=reply_id)
             .select_for_update()
             .first()
         )
         if reply is None:
             logger.error("finalize: no answer row %s for message %s", reply_id, result.message_id)
-            return "unknown_message", ""
+            return "unknown_message", None
         if reply.state in (Message.State.DONE, Message.State.FAILED) and reply.text:
-            return "duplicate", ""
+            return "duplicate", None
         arrival = reply.received_at
         ok = bool(result.text) and result.finish_reason not in ("error", "cancelled")
         # Only the columns this task owns: `delivered` is the consumer's and may already be set.
@@ -83,15 +96,32 @@ def persist_result(result: InferenceResult, reply_id: str) -> tuple[str, str]:
             gpu_seconds=result.gpu_seconds,
         )
         Message.objects.filter(pk=result.message_id).update(state=Message.State.DONE)
-    question = reply.in_reply_to.text if reply.in_reply_to is not None else ""
-    return ("stored" if ok else "failed"), question
+    offer = cache_offer(reply.in_reply_to, reply.conversation) if reply.in_reply_to else None
+    return ("stored" if ok else "failed"), offer
 
 
-def offer_to_cache(result: InferenceResult, question: str) -> None:
+def cache_offer(question: Message, conversation: Conversation) -> CacheOffer:
+    earlier_questions = (
+        Message.objects.filter(
+            conversation_id=conversation.pk,
+            role=Message.Role.CUSTOMER,
+            received_at__lte=question.received_at,
+        )
+        .exclude(pk=question.pk)
+        .exists()
+    )
+    return CacheOffer(
+        question=question.text,
+        visitor=conversation.visitor_id or conversation.client_ip or "",
+        first_turn=not earlier_questions,
+    )
+
+
+def offer_to_cache(result: InferenceResult, offer: CacheOffer) -> None:
     from chatplatform.semanticcache.service import get_cache
 
     state = get_cache().offer_generated(
-        result.site_id, question, result.text, result.conversation_id
+        result.site_id, offer.question, result.text, offer.visitor, first_turn=offer.first_turn
     )
     logger.info("finalize: answer to %s offered to the cache: %s", result.message_id, state)
 

@@ -42,10 +42,15 @@ class QuestionWriter:
                     results = await database_sync_to_async(save_questions)([q for q, _ in batch])
                 except Exception as error:  # every waiter must hear of the failure
                     for _, future in batch:
-                        future.set_exception(error)
+                        if not future.done():
+                            future.set_exception(error)
                     continue
                 for (_, future), result in zip(batch, results, strict=True):
-                    future.set_result(result)
+                    # A waiter cancelled meanwhile (its socket closed) has a done future:
+                    # setting it would raise and leave every later waiter hanging. Its
+                    # question is stored all the same, as a resend after reconnecting expects.
+                    if not future.done():
+                        future.set_result(result)
         finally:
             self._flushing = False
 

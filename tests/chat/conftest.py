@@ -159,7 +159,7 @@ def warm_up(chat) -> None:
     site = make_site(name="warm-up")
     try:
         with ws_connect(chat) as socket:
-            ws_send(socket, {"type": "hello", "site_key": site.widget_key})
+            ws_send(socket, {"type": "hello", "v": 1, "site_key": site.widget_key})
             ws_receive_type(socket, "welcome", timeout=30)
             ws_send(socket, {"type": "message", "client_message_id": "w", "text": "hello?"})
             ws_receive_type(socket, "ack", timeout=120)

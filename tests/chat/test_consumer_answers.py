@@ -58,10 +58,15 @@ def result_for(request: dict[str, Any], text: str, ttft_ms: float = 120.0) -> di
     ).to_dict()
 
 
-async def wait_for_request(redis_url: str) -> dict[str, Any]:
+async def wait_for_request(redis_url: str, message_id: str | None = None) -> dict[str, Any]:
+    """The queued request for `message_id` (or the first one queued)."""
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
-        requests = queued_inference_requests(redis_url)
+        requests = [
+            r
+            for r in queued_inference_requests(redis_url)
+            if message_id is None or r["message_id"] == message_id
+        ]
         if requests:
             return requests[-1]
         await asyncio.sleep(0.02)

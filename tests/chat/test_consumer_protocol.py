@@ -40,7 +40,7 @@ async def test_hello_opens_a_conversation_with_greeting_and_quick_replies(client
 
 async def test_unknown_site_then_valid_hello_on_the_same_socket(client: Client) -> None:
     site = await make_site_async(cache_enabled=False)
-    await client.send({"type": "hello", "site_key": "pk_does_not_exist"})
+    await client.send({"type": "hello", "v": 1, "site_key": "pk_does_not_exist"})
     error = await client.receive()
     assert error["type"] == "error" and error["code"] == "unknown_site"
     await client.hello(site)
@@ -50,7 +50,7 @@ async def test_origin_not_allowed() -> None:
     site = await make_site_async(cache_enabled=False)
     stranger = Client(origin="https://evil.example")
     await stranger.connect()
-    await stranger.send({"type": "hello", "site_key": site.widget_key})
+    await stranger.send({"type": "hello", "v": 1, "site_key": site.widget_key})
     error = await stranger.receive()
     assert error["code"] == "origin_not_allowed"
     await stranger.assert_usable()

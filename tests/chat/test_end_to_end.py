@@ -27,7 +27,7 @@ def wait_for(predicate, timeout: float, what: str) -> None:
 def test_faq_question_is_answered_from_the_cache(platform) -> None:
     site = make_site()
     with ws_connect(platform) as socket:
-        ws_send(socket, {"type": "hello", "site_key": site.widget_key})
+        ws_send(socket, {"type": "hello", "v": 1, "site_key": site.widget_key})
         ws_receive_type(socket, "welcome")
         ws_send(
             socket,
@@ -42,7 +42,7 @@ def test_novel_question_is_streamed_from_the_model_and_finalized(platform) -> No
     # given a site with a generous SLA (the test box is shared; SLA figures are the benchmark's)
     site = make_site(sla_ms=20_000)
     with ws_connect(platform) as socket:
-        ws_send(socket, {"type": "hello", "site_key": site.widget_key})
+        ws_send(socket, {"type": "hello", "v": 1, "site_key": site.widget_key})
         ws_receive_type(socket, "welcome")
         # when a question no FAQ answers arrives
         ws_send(
@@ -78,7 +78,7 @@ def test_answer_finished_while_away_is_delivered_on_resume(platform) -> None:
     platform.pause("worker-inference")
     try:
         with ws_connect(platform) as socket:
-            ws_send(socket, {"type": "hello", "site_key": site.widget_key})
+            ws_send(socket, {"type": "hello", "v": 1, "site_key": site.widget_key})
             welcome = ws_receive_type(socket, "welcome")
             ws_send(
                 socket, {"type": "message", "client_message_id": "e3", "text": "Can I rent a tent?"}
@@ -101,6 +101,7 @@ def test_answer_finished_while_away_is_delivered_on_resume(platform) -> None:
             socket,
             {
                 "type": "hello",
+                "v": 1,
                 "site_key": site.widget_key,
                 "conversation_id": welcome["conversation_id"],
             },
@@ -116,7 +117,7 @@ def test_an_idle_socket_outlives_the_redis_client_timeout(platform) -> None:
     # redis-py 8 reads with a 5 s timeout by default, which used to kill idle consumers
     site = make_site()
     with ws_connect(platform) as socket:
-        ws_send(socket, {"type": "hello", "site_key": site.widget_key})
+        ws_send(socket, {"type": "hello", "v": 1, "site_key": site.widget_key})
         ws_receive_type(socket, "welcome")
         time.sleep(6.5)
         ws_send(socket, {"type": "ping"})

@@ -32,8 +32,26 @@ def code_of(text: str) -> ErrorCode:
         ('{"type": "launch_missiles"}', ErrorCode.UNKNOWN_TYPE),
         ('{"no_type": 1}', ErrorCode.UNKNOWN_TYPE),
         ('{"type": "hello", "v": 2, "site_key": "pk_x"}', ErrorCode.UNSUPPORTED_VERSION),
-        ('{"type": "hello", "site_key": ""}', ErrorCode.BAD_FIELD),
-        ('{"type": "hello", "site_key": "k", "conversation_id": "nope"}', ErrorCode.BAD_FIELD),
+        ('{"type": "hello", "v": 1, "site_key": ""}', ErrorCode.BAD_FIELD),
+        (
+            '{"type": "hello", "v": 1, "site_key": "k", "conversation_id": "nope"}',
+            ErrorCode.BAD_FIELD,
+        ),
+        # every string field is checked: a lone surrogate, a control character, a newline
+        ('{"type": "hello", "v": 1, "site_key": "\\ud800"}', ErrorCode.BAD_FIELD),
+        ('{"type": "hello", "v": 1, "site_key": "pk\\n"}', ErrorCode.BAD_FIELD),
+        (
+            '{"type": "hello", "v": 1, "site_key": "k", "visitor_id": "\\udfff"}',
+            ErrorCode.BAD_FIELD,
+        ),
+        ('{"type": "hello", "v": 1, "site_key": "k", "visitor_id": 7}', ErrorCode.BAD_FIELD),
+        ('{"type": "hello", "v": 1, "site_key": "k", "conversation_id": 5}', ErrorCode.BAD_FIELD),
+        ('{"type": "feedback", "message_id": "\\ud800", "value": "up"}', ErrorCode.BAD_FIELD),
+        # `v` is required and must be the integer version
+        ('{"type": "hello", "site_key": "pk_x"}', ErrorCode.BAD_FIELD),
+        ('{"type": "hello", "v": "1", "site_key": "pk_x"}', ErrorCode.BAD_FIELD),
+        ('{"type": "hello", "v": 1.0, "site_key": "pk_x"}', ErrorCode.BAD_FIELD),
+        ('{"type": "hello", "v": true, "site_key": "pk_x"}', ErrorCode.BAD_FIELD),
         ('{"type": "message", "text": "hi"}', ErrorCode.BAD_FIELD),
         ('{"type": "message", "client_message_id": "a b", "text": "hi"}', ErrorCode.BAD_FIELD),
         ('{"type": "message", "client_message_id": "c1", "text": 5}', ErrorCode.BAD_FIELD),
