@@ -2,8 +2,11 @@
 
 `CHAT_MODEL` is a hub id or a local checkpoint folder; empty means the offline model in
 `var/models/tiny-deepseek`, built on demand. `QUANTIZATION` picks a torchao weight format via
-transformers' `TorchAoConfig`. Real checkpoints and the offline model go through the same
-`from_pretrained` call: nothing here knows which one it is loading.
+transformers' `TorchAoConfig`; `int8` when unset, on every device (the documented default;
+the worker logs the effective mode and device at start). `INFERENCE_DEVICE` is any torch
+device string (`cpu`, `cuda`, `cuda:1`); unset means the first GPU if there is one. Real
+checkpoints and the offline model go through the same `from_pretrained` call: nothing here
+knows which one it is loading.
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
+
+from inference.envvars import EnvSettingError, positive_int
 
 # Anchored at the repository root so the worker finds it whatever its working directory.
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parents[1] / "var" / "models" / "tiny-deepseek"
@@ -26,20 +31,20 @@ def cpu_threads(env: dict[str, str]) -> int:
     each other whenever one is descheduled: measured on this 2-core machine under load, a
     250-token prefill took 3.2 s with 2 threads and 0.3 s with 1.
     """
-    raw = env.get("INFERENCE_TORCH_THREADS")
-    if raw:
-        return max(1, int(raw))
-    return max(1, (os.cpu_count() or 2) - 1)
+    return positive_int(env, "INFERENCE_TORCH_THREADS", max(1, (os.cpu_count() or 2) - 1))
 
 
 class Quantization(StrEnum):
     NONE = "none"
-    INT8 = "int8"  # weight-only int8: runs on CPU and GPU; the CPU default
+    INT8 = "int8"  # weight-only int8: runs on CPU and GPU; the default
     INT4 = "int4"  # weight-only int4 (tinygemm tile layout): CUDA only
     FP8 = "fp8"  # weight-only float8 e4m3: native on Hopper; emulated (slow but correct) on CPU
 
 
-class ModelSettingsError(ValueError):
+DEFAULT_QUANTIZATION = Quantization.INT8
+
+
+class ModelSettingsError(EnvSettingError):
     """A model setting names something that cannot run here; the message names the setting."""
 
 
@@ -47,15 +52,15 @@ class ModelSettingsError(ValueError):
 class ModelSettings:
     model: str  # hub id or local folder
     quantization: Quantization
-    device: str  # "cpu" | "cuda"
+    device: str  # a torch device string: "cpu", "cuda", "cuda:1"
     threads: int = 1  # torch intra-op threads (CPU inference)
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> ModelSettings:
         env = dict(os.environ) if env is None else env
-        device = env.get("INFERENCE_DEVICE") or _default_device()
-        default_quant = Quantization.INT8 if device == "cpu" else Quantization.NONE
-        raw_quant = (env.get("QUANTIZATION") or default_quant).strip().lower()
+        device = (env.get("INFERENCE_DEVICE") or "").strip() or _default_device()
+        device_type(device)  # refuses a device string torch cannot read, naming the setting
+        raw_quant = (env.get("QUANTIZATION") or DEFAULT_QUANTIZATION).strip().lower()
         try:
             quantization = Quantization(raw_quant)
         except ValueError:
@@ -66,11 +71,27 @@ class ModelSettings:
         model = (env.get("CHAT_MODEL") or "").strip() or str(DEFAULT_MODEL_DIR)
         return cls(model=model, quantization=quantization, device=device, threads=cpu_threads(env))
 
+    @property
+    def on_cuda(self) -> bool:
+        return device_type(self.device) == "cuda"
+
 
 def _default_device() -> str:
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def device_type(device: str) -> str:
+    """ "cpu", "cuda", ... for a torch device string ("cuda:0" is a CUDA device)."""
+    import torch
+
+    try:
+        return torch.device(device).type
+    except (RuntimeError, ValueError):
+        raise ModelSettingsError(
+            f"INFERENCE_DEVICE={device!r} is not a torch device (e.g. cpu, cuda, cuda:1)"
+        ) from None
 
 
 def torchao_config(quantization: Quantization, device: str) -> Any | None:
@@ -91,7 +112,7 @@ def torchao_config(quantization: Quantization, device: str) -> Any | None:
     if quantization is Quantization.INT8:
         return TorchAoConfig(Int8WeightOnlyConfig())
     if quantization is Quantization.INT4:
-        if device != "cuda":
+        if device_type(device) != "cuda":
             raise ModelSettingsError(
                 "QUANTIZATION=int4 needs a CUDA GPU (torchao's int4 weight-only kernels have no "
                 f"CPU implementation in this build); this worker runs on {device!r}: use int8"
@@ -117,19 +138,19 @@ def load_model_and_tokenizer(settings: ModelSettings) -> tuple[Any, Any]:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    if settings.device == "cpu":
+    if not settings.on_cuda:
         torch.set_num_threads(settings.threads)
     path = resolve_model_path(settings.model)
     quant_config = torchao_config(settings.quantization, settings.device)
     # bf16 on GPU (what DeepSeek ships); fp32 on CPU, where bf16 matmuls are slower.
-    dtype = torch.bfloat16 if settings.device == "cuda" else torch.float32
+    dtype = torch.bfloat16 if settings.on_cuda else torch.float32
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(
         path,
         dtype=dtype,
         # CPU is transformers' default placement; on a GPU the weights load straight onto it
         # (a device map, through `accelerate`) instead of through host memory.
-        device_map=None if settings.device == "cpu" else settings.device,
+        device_map=settings.device if settings.on_cuda else None,
         quantization_config=quant_config,
         attn_implementation="sdpa",
     )

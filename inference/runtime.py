@@ -121,7 +121,7 @@ class Runtime:
         engine = make_engine(model, tokenizer, limits)
         engine.warmup(warmup_prompt(tokenizer, limits))
         logger.info(
-            "model %s (%s, %s) ready in %.1f s; step costs %s",
+            "model %s (quantization %s, device %s) ready in %.1f s; step costs %s",
             settings.model,
             settings.quantization.value,
             settings.device,

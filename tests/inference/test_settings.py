@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from inference.envvars import EnvSettingError, positive_float, positive_int
+from inference.loading import ModelSettings, ModelSettingsError, Quantization, torchao_config
 from inference.service import STALE_AFTER_S
 from inference.worker import (
     DEFAULT_VISIBILITY_TIMEOUT_S,
@@ -46,3 +47,37 @@ def test_positive_float_refuses_bad_values_naming_the_variable(raw: str) -> None
 def test_positive_float_reads_values() -> None:
     assert positive_float({"COST": "2.5"}, "COST", 1.0) == 2.5
     assert positive_float({}, "COST", 1.0) == 1.0
+
+
+def model_settings(**env: str) -> ModelSettings:
+    return ModelSettings.from_env({"CHAT_MODEL": "/models/x", **env})
+
+
+@pytest.mark.parametrize("device", ["cpu", "cuda", "cuda:0", "cuda:1"])
+def test_quantization_defaults_to_int8_on_every_device(device: str) -> None:
+    assert model_settings(INFERENCE_DEVICE=device).quantization is Quantization.INT8
+
+
+@pytest.mark.parametrize(
+    ("device", "on_cuda"), [("cpu", False), ("cuda", True), ("cuda:0", True), ("cuda:1", True)]
+)
+def test_a_numbered_cuda_device_is_a_cuda_device(device: str, on_cuda: bool) -> None:
+    assert model_settings(INFERENCE_DEVICE=device).on_cuda is on_cuda
+
+
+def test_int4_is_accepted_on_a_numbered_cuda_device_and_refused_on_cpu() -> None:
+    assert torchao_config(Quantization.INT4, "cuda:0") is not None
+    with pytest.raises(ModelSettingsError, match="QUANTIZATION=int4"):
+        torchao_config(Quantization.INT4, "cpu")
+
+
+def test_unreadable_device_is_refused_naming_the_setting() -> None:
+    with pytest.raises(ModelSettingsError, match="INFERENCE_DEVICE='gpu0'"):
+        model_settings(INFERENCE_DEVICE="gpu0")
+
+
+@pytest.mark.parametrize("raw", ["-4", "0", "four"])
+def test_bad_torch_threads_are_refused_not_clamped(raw: str) -> None:
+    with pytest.raises(EnvSettingError, match=f"INFERENCE_TORCH_THREADS={raw!r}"):
+        model_settings(INFERENCE_DEVICE="cpu", INFERENCE_TORCH_THREADS=raw)
+    assert model_settings(INFERENCE_DEVICE="cpu", INFERENCE_TORCH_THREADS="3").threads == 3
