@@ -41,6 +41,14 @@ class EngineLimits:
     max_new_tokens: int = 256  # cap on what a request may ask for
     max_prompt_tokens: int = 1024
 
+    def __post_init__(self) -> None:
+        # Zero or less would divide by zero in admission (max_running) or cap every answer
+        # at nothing: refuse it here rather than fail inside a step or answer silently.
+        for name in ("max_running", "max_waiting", "max_new_tokens", "max_prompt_tokens"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"EngineLimits.{name} must be a whole number of at least 1")
+
 
 @dataclass(eq=False)
 class Ticket:

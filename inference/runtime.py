@@ -10,13 +10,14 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import redis
 
 from inference.engine import Engine, EngineLimits
+from inference.envvars import positive_int
 from inference.events import EventPublisher
 from inference.loading import ModelSettings, load_model_and_tokenizer
 from inference.prompt import build_messages, render_prompt
@@ -93,13 +94,15 @@ def warmup_prompt(tokenizer: Any, limits: EngineLimits) -> list[int]:
     return render_prompt(tokenizer, messages, limits.max_prompt_tokens)
 
 
-def limits_from_env() -> EngineLimits:
+def limits_from_env(env: Mapping[str, str] | None = None) -> EngineLimits:
+    """The engine's limits from `INFERENCE_MAX_*`; a bad value is refused naming it."""
+    env = os.environ if env is None else env
     defaults = EngineLimits()
     return EngineLimits(
-        max_running=int(os.environ.get("INFERENCE_MAX_RUNNING", defaults.max_running)),
-        max_new_tokens=int(os.environ.get("INFERENCE_MAX_NEW_TOKENS", defaults.max_new_tokens)),
-        max_prompt_tokens=int(
-            os.environ.get("INFERENCE_MAX_PROMPT_TOKENS", defaults.max_prompt_tokens)
+        max_running=positive_int(env, "INFERENCE_MAX_RUNNING", defaults.max_running),
+        max_new_tokens=positive_int(env, "INFERENCE_MAX_NEW_TOKENS", defaults.max_new_tokens),
+        max_prompt_tokens=positive_int(
+            env, "INFERENCE_MAX_PROMPT_TOKENS", defaults.max_prompt_tokens
         ),
     )
 

@@ -7,7 +7,13 @@ from pathlib import Path
 
 import dj_database_url
 
-from chatplatform.settings.env import get_from_env, one_of, str_to_bool, str_to_list
+from chatplatform.settings.env import (
+    get_from_env,
+    one_of,
+    positive_float,
+    str_to_bool,
+    str_to_list,
+)
 from inference.contracts import Queue, TaskName
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
@@ -75,7 +81,7 @@ CHAT_MODEL = get_from_env("CHAT_MODEL", "")
 EMBEDDING_MODEL = get_from_env("EMBEDDING_MODEL", "")
 QUANTIZATION = get_from_env("QUANTIZATION", "int8", one_of("none", "int8", "int4", "fp8"))
 # What one GPU-hour costs the business, for the dashboard's "cost saved by the cache" figure.
-GPU_COST_PER_HOUR = get_from_env("GPU_COST_PER_HOUR", 2.50, float)
+GPU_COST_PER_HOUR = get_from_env("GPU_COST_PER_HOUR", 2.50, positive_float)
 
 INSTALLED_APPS = [
     "daphne",  # must precede staticfiles so `runserver` is the ASGI one

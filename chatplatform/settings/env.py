@@ -7,6 +7,7 @@ later as a confusing error deep inside a request.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable
 from typing import TypeVar
@@ -31,6 +32,14 @@ def str_to_bool(value: str) -> bool:
 def str_to_list(value: str) -> list[str]:
     """Comma-separated list; blanks dropped."""
     return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def positive_float(value: str) -> float:
+    """A finite number above 0 (a cost or a rate: 0, negative, nan or inf is a mistake)."""
+    number = float(value)
+    if not math.isfinite(number) or number <= 0:
+        raise ValueError(f"expected a finite number above 0, got {value!r}")
+    return number
 
 
 def one_of(*choices: str) -> Callable[[str], str]:

@@ -10,7 +10,13 @@ from pathlib import Path
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
-from chatplatform.settings.env import get_from_env, one_of, str_to_bool, str_to_list
+from chatplatform.settings.env import (
+    get_from_env,
+    one_of,
+    positive_float,
+    str_to_bool,
+    str_to_list,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -31,6 +37,9 @@ def run_check(env_overrides: dict[str, str], settings_module: str = "chatplatfor
         ("DEBUG", "maybe"),
         ("QUANTIZATION", "int3"),
         ("GPU_COST_PER_HOUR", "cheap"),
+        ("GPU_COST_PER_HOUR", "-2"),
+        ("GPU_COST_PER_HOUR", "nan"),
+        ("GPU_COST_PER_HOUR", "0"),
     ],
 )
 def test_bad_setting_fails_at_start_naming_the_setting(name: str, value: str) -> None:
@@ -74,3 +83,14 @@ def test_get_from_env_casts_and_names_the_variable(monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("SOME_FLAG", "perhaps")
     with pytest.raises(ImproperlyConfigured, match="SOME_FLAG"):
         get_from_env("SOME_FLAG", False, str_to_bool)
+
+
+@pytest.mark.parametrize("raw", ["0", "-2", "nan", "inf", "cheap"])
+def test_positive_float_refuses_what_cannot_be_a_cost(
+    monkeypatch: pytest.MonkeyPatch, raw: str
+) -> None:
+    monkeypatch.setenv("GPU_COST_PER_HOUR", raw)
+    with pytest.raises(ImproperlyConfigured, match=f"GPU_COST_PER_HOUR={raw!r}"):
+        get_from_env("GPU_COST_PER_HOUR", 2.5, positive_float)
+    monkeypatch.setenv("GPU_COST_PER_HOUR", "3.2")
+    assert get_from_env("GPU_COST_PER_HOUR", 2.5, positive_float) == 3.2

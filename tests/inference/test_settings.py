@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from inference.engine import EngineLimits
 from inference.envvars import EnvSettingError, positive_float, positive_int
 from inference.loading import ModelSettings, ModelSettingsError, Quantization, torchao_config
+from inference.runtime import limits_from_env
 from inference.service import STALE_AFTER_S
 from inference.worker import (
     DEFAULT_VISIBILITY_TIMEOUT_S,
@@ -81,3 +83,27 @@ def test_bad_torch_threads_are_refused_not_clamped(raw: str) -> None:
     with pytest.raises(EnvSettingError, match=f"INFERENCE_TORCH_THREADS={raw!r}"):
         model_settings(INFERENCE_DEVICE="cpu", INFERENCE_TORCH_THREADS=raw)
     assert model_settings(INFERENCE_DEVICE="cpu", INFERENCE_TORCH_THREADS="3").threads == 3
+
+
+@pytest.mark.parametrize(
+    "name", ["INFERENCE_MAX_RUNNING", "INFERENCE_MAX_NEW_TOKENS", "INFERENCE_MAX_PROMPT_TOKENS"]
+)
+@pytest.mark.parametrize("raw", ["0", "-1", "many"])
+def test_engine_limits_from_env_refuse_bad_values_naming_the_variable(name: str, raw: str) -> None:
+    with pytest.raises(EnvSettingError, match=f"^{name}={raw!r}"):
+        limits_from_env({name: raw})
+
+
+def test_engine_limits_from_env_read_values_and_defaults() -> None:
+    limits = limits_from_env({"INFERENCE_MAX_RUNNING": "8", "INFERENCE_MAX_NEW_TOKENS": ""})
+    assert limits.max_running == 8
+    assert limits.max_new_tokens == EngineLimits().max_new_tokens
+
+
+@pytest.mark.parametrize(
+    "field", ["max_running", "max_waiting", "max_new_tokens", "max_prompt_tokens"]
+)
+def test_engine_limits_refuse_zero(field: str) -> None:
+    # max_running=0 used to reach the scheduler's division by it
+    with pytest.raises(ValueError, match=f"EngineLimits.{field}"):
+        EngineLimits(**{field: 0})
