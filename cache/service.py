@@ -443,24 +443,22 @@ class SemanticCache:
     ) -> bool:
         """Create or refresh the FAQ's entry (or remove it when inactive). True if written.
 
-        An older version than the one stored is ignored, so out-of-order syncs cannot bring
-        back a stale answer.
+        An older version than the one stored, or one not newer than a removal, is ignored
+        (atomically, see Store.save_faq_if_newest), so out-of-order syncs cannot bring back a
+        stale answer nor a deactivated FAQ.
         """
         self._check_site(site_id)
         if not active:
-            self.remove_faq(site_id, faq_id)
+            self.remove_faq(site_id, faq_id, version)
             return False
         entry_id = faq_entry_id(site_id, faq_id)
-        current = self.store.load(entry_id)
-        if current is not None and (current.faq_version or 0) > version:
-            return False
         phrasings: dict[str, str] = {}
         for text in [question, *variants]:
             checked = check_question(text)
             if isinstance(checked, CheckedQuestion):
                 phrasings.setdefault(checked.normalized, checked.text)
         if not phrasings or not answer.strip():
-            self.remove_faq(site_id, faq_id)
+            self.remove_faq(site_id, faq_id, version)
             return False
         questions = list(phrasings.values())
         entry = Entry(
@@ -475,18 +473,24 @@ class SemanticCache:
             created_at=time.time(),
             values=[extract_values(q) for q in questions],
         )
-        pipe = self.redis.pipeline(transaction=True)
-        self.store.save(entry, pipe)
-        self.store.publish(site_id, "upsert", [entry_id], pipe)
-        pipe.execute()
+        if not self.store.save_faq_if_newest(entry):
+            return False
         self.apply_change(site_id, "upsert", [entry_id])
         return True
 
-    def remove_faq(self, site_id: str, faq_id: int) -> bool:
+    def remove_faq(self, site_id: str, faq_id: int, version: int | None = None) -> bool:
+        """Stop serving the FAQ on this site. True if an entry was deleted.
+
+        `version`: the FAQ version removed (deactivated, moved to another site); None when the
+        FAQ was deleted. A tombstone keeps late syncs of that version or older out.
+        """
+        self._check_site(site_id)
         entry_id = faq_entry_id(site_id, faq_id)
-        removed = self.store.delete(site_id, [entry_id]) > 0
-        self._changed(site_id, "delete", [entry_id])
-        return removed
+        outcome = self.store.remove_faq_entry(site_id, entry_id, version)
+        if outcome == "overtaken":
+            return False  # a newer version is stored and stays served
+        self.apply_change(site_id, "delete", [entry_id])
+        return outcome == "deleted"
 
     def rebuild_site_faqs(self, site_id: str, faqs: list[FaqRecord]) -> int:
         """Make the site's FAQ entries exactly `faqs` (the management command). Returns count."""
@@ -552,6 +556,7 @@ class SemanticCache:
         ids = self.store.site_entry_ids(site_id)
         count = self.store.delete(site_id, ids)
         self.redis.delete(self.store.keys.near_misses(site_id))
+        self.store.delete_tombstones(site_id)
         self.redis.srem(self.store.keys.sites, site_id)
         self.store.set_policy(site_id, None)
         self._changed(site_id, "delete", ids)

@@ -5,6 +5,9 @@ Key layout (prefix `sc1`, one Redis database shared by all processes):
     {p}:e:{entry_id}          hash: one entry (questions JSON, answer, embeddings as float32
                               bytes, state, source, FAQ id/version, counters, times)
     {p}:e:{entry_id}:visitors set: visitors (id or address) that produced a pending generated answer
+    {p}:e:{entry_id}:removed  string: FAQ version at which the FAQ's entry was removed (a
+                              tombstone, for a day: a late sync of that version or an older
+                              one must not bring the entry back)
     {p}:s:{site}:entries      set: ids of all the site's entries (any state)
     {p}:s:{site}:gen          zset: active generated entries by last use (LRU eviction)
     {p}:s:{site}:pending      zset: pending generated entries by creation time
@@ -18,7 +21,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import redis
@@ -27,6 +30,10 @@ from cache.guards import extract_values
 from cache.types import Entry, Source, State
 
 LOAD_CHUNK = 500  # entries fetched per pipeline round trip when loading a site
+# How long a removed FAQ's version is remembered. Syncs of one edit reach Redis within seconds;
+# a day covers any late one, and then the key goes, so an FAQ id that a database reuses (after
+# a rollback) is not blocked for long.
+FAQ_TOMBSTONE_TTL_S = 24 * 3600
 
 
 class Keys:
@@ -38,6 +45,13 @@ class Keys:
 
     def visitors(self, entry_id: str) -> str:
         return f"{self.p}:e:{entry_id}:visitors"
+
+    def removed(self, entry_id: str) -> str:
+        return f"{self.p}:e:{entry_id}:removed"
+
+    def site_removed_pattern(self, site_id: str) -> str:
+        """SCAN pattern of a site's FAQ tombstones (site ids hold no glob characters)."""
+        return f"{self.p}:e:{site_id}:faq:*:removed"
 
     def site_entries(self, site_id: str) -> str:
         return f"{self.p}:s:{site_id}:entries"
@@ -137,6 +151,64 @@ class Store:
         target.sadd(self.keys.sites, entry.site_id)
         if pipe is None:
             target.execute()
+
+    def save_faq_if_newest(self, entry: Entry) -> bool:
+        """Write an FAQ entry unless a newer version is stored or this one was removed.
+
+        Compare-and-set under WATCH: a concurrent sync or removal of the same entry between
+        the check and the write makes the transaction retry, so two processes syncing
+        different versions always end with the newest, and a removal is never undone by a
+        late sync of the version it removed (or an older one).
+        """
+        if entry.faq_version is None:
+            raise ValueError("an FAQ entry needs its FAQ's version")
+        version = entry.faq_version
+        key, removed_key = self.keys.entry(entry.entry_id), self.keys.removed(entry.entry_id)
+
+        def attempt(pipe: Any) -> bool:
+            stored = _optional_int(pipe.hget(key, "faq_version")) or 0
+            removed = _optional_int(pipe.get(removed_key)) or 0
+            if version < stored or version <= removed:
+                return False
+            pipe.multi()
+            self.save(entry, pipe)
+            self.publish(entry.site_id, "upsert", [entry.entry_id], pipe)
+            return True
+
+        return bool(self.r.transaction(attempt, key, removed_key, value_from_callable=True))
+
+    def remove_faq_entry(
+        self, site_id: str, entry_id: str, version: int | None
+    ) -> Literal["deleted", "absent", "overtaken"]:
+        """Delete an FAQ entry and leave a tombstone of the version removed.
+
+        `version`: the FAQ version that was deactivated, moved away or emptied; None when the
+        FAQ itself is gone (the stored version is then the one tombstoned). A removal older
+        than the stored version is ignored ("overtaken"): a newer edit already won.
+        """
+        key, removed_key = self.keys.entry(entry_id), self.keys.removed(entry_id)
+
+        def attempt(pipe: Any) -> Literal["deleted", "absent", "overtaken"]:
+            stored = _optional_int(pipe.hget(key, "faq_version")) or 0
+            removed = _optional_int(pipe.get(removed_key)) or 0
+            existed = bool(pipe.exists(key))
+            if version is not None and version < stored:
+                return "overtaken"
+            tombstone = max(version or 0, stored, removed)
+            pipe.multi()
+            pipe.delete(key)
+            pipe.srem(self.keys.site_entries(site_id), entry_id)
+            if tombstone:
+                pipe.set(removed_key, tombstone, ex=FAQ_TOMBSTONE_TTL_S)
+            self.publish(site_id, "delete", [entry_id], pipe)
+            return "deleted" if existed else "absent"
+
+        return self.r.transaction(attempt, key, removed_key, value_from_callable=True)
+
+    def delete_tombstones(self, site_id: str) -> None:
+        keys = list(self.r.scan_iter(match=self.keys.site_removed_pattern(site_id), count=1000))
+        if keys:
+            self.r.delete(*keys)
 
     def load(self, entry_id: str) -> Entry | None:
         return entry_from_mapping(entry_id, self.r.hgetall(self.keys.entry(entry_id)))

@@ -5,6 +5,7 @@ feedback, eviction and purge."""
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -397,3 +398,49 @@ def test_cache_started_without_redis_serves_misses_then_recovers(
     finally:
         cache.close()
         server.stop()
+
+
+def test_a_late_sync_cannot_bring_back_a_deactivated_faq(cache: SemanticCache) -> None:
+    # given: version 3 served, then version 4 deactivated
+    question = "How long does delivery take?"
+    assert cache.sync_faq("shop", 1, 3, question, [], "3-5 days.", True)
+    cache.sync_faq("shop", 1, 4, question, [], "3-5 days.", False)
+    # when: the "active" sync of version 3 (or a duplicate at 4) arrives late
+    assert not cache.sync_faq("shop", 1, 3, question, [], "3-5 days.", True)
+    assert not cache.sync_faq("shop", 1, 4, question, [], "3-5 days.", True)
+    # then: still not served, here or in a fresh process
+    assert not cache.lookup("shop", question).hit
+    cache.rebuild()
+    assert not cache.lookup("shop", question).hit
+    # and a newer edit that reactivates it is served again
+    assert cache.sync_faq("shop", 1, 5, question, [], "1-2 days.", True)
+    assert cache.lookup("shop", question).answer == "1-2 days."
+    # while a removal older than what is stored is ignored
+    cache.sync_faq("shop", 1, 4, question, [], "3-5 days.", False)
+    assert cache.lookup("shop", question).answer == "1-2 days."
+
+
+def test_concurrent_syncs_end_with_the_newest_version(
+    make_cache: Callable[..., SemanticCache],
+) -> None:
+    # given: two processes syncing interleaved versions of one FAQ at the same time
+    first, second = make_cache(), make_cache()
+    question = "How long does delivery take?"
+    versions = list(range(1, 41))
+
+    def sync_all(cache: SemanticCache, mine: list[int]) -> None:
+        for version in mine:
+            cache.sync_faq("shop", 1, version, question, [], f"Answer v{version}.", True)
+
+    # when
+    threads = [
+        threading.Thread(target=sync_all, args=(first, versions[0::2])),
+        threading.Thread(target=sync_all, args=(second, versions[1::2])),
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    # then: whatever the interleaving, the newest version is what is stored
+    stored = first.get_entry("shop:faq:1")
+    assert stored is not None and stored.faq_version == 40 and stored.answer == "Answer v40."
