@@ -71,7 +71,12 @@ def faq_record(faq) -> FaqRecord:  # noqa: ANN001 - a chatplatform.faq.models.FA
 
 
 def sync_faq_by_id(faq_id: int, site_id: int) -> None:
-    """Bring the cache in line with the FAQ as committed (gone or inactive: removed)."""
+    """Bring site `site_id`'s cache in line with the FAQ as committed.
+
+    The FAQ gone, or now on another site (an admin moved it): its entry leaves `site_id`.
+    Otherwise (and also after a move, for the FAQ's new site) the entry is synced: refreshed,
+    or removed when inactive.
+    """
     from chatplatform.faq.models import FAQ
 
     faq = FAQ.objects.prefetch_related("variants").filter(pk=faq_id).first()
@@ -79,6 +84,8 @@ def sync_faq_by_id(faq_id: int, site_id: int) -> None:
     if faq is None:
         cache.remove_faq(str(site_id), faq_id)
         return
+    if faq.site_id != site_id:
+        cache.remove_faq(str(site_id), faq_id, faq.version)
     record = faq_record(faq)
     cache.sync_faq(
         str(faq.site_id),

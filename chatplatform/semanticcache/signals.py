@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.db import transaction
-from django.db.models.signals import post_delete, post_save
+from django.db.models.signals import post_delete, post_save, pre_save
 from django.dispatch import receiver
 
 from chatplatform.faq.models import FAQ, FAQVariant
@@ -20,18 +20,23 @@ from chatplatform.tenants.models import Site
 
 
 def _after_commit(faq_id: int, site_id: int) -> None:
-    connection = transaction.get_connection()
-    # One sync per FAQ per transaction, however many variants were saved with it.
-    pending: set[tuple[int, int]] = connection.__dict__.setdefault("_semanticcache_pending", set())
-    if (faq_id, site_id) in pending:
+    # One sync per saved row (an FAQ and each of its variants), not one per transaction: the
+    # sync reads the FAQ as committed and is idempotent, so the repeats cost a few Redis
+    # writes, while remembering "already scheduled" outside the transaction went stale when
+    # it rolled back (the callbacks are dropped, the memory was not, and later saves of that
+    # FAQ on the same connection were never synced).
+    transaction.on_commit(lambda: sync_faq_by_id(faq_id, site_id), robust=True)
+
+
+@receiver(pre_save, sender=FAQ, dispatch_uid="semanticcache_faq_moving")
+def faq_moving(sender: type[FAQ], instance: FAQ, raw: bool = False, **kwargs: Any) -> None:
+    """An FAQ moved to another site must leave the old site's cache too (post_save only
+    knows the new site)."""
+    if instance.pk is None or raw:
         return
-    pending.add((faq_id, site_id))
-
-    def run() -> None:
-        pending.discard((faq_id, site_id))
-        sync_faq_by_id(faq_id, site_id)
-
-    transaction.on_commit(run, robust=True)
+    old_site_id = FAQ.objects.filter(pk=instance.pk).values_list("site_id", flat=True).first()
+    if old_site_id is not None and old_site_id != instance.site_id:
+        _after_commit(instance.pk, old_site_id)
 
 
 @receiver(post_save, sender=FAQ, dispatch_uid="semanticcache_faq_saved")

@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 import pytest
 from django.contrib.auth.models import User
 from django.core.management import call_command
+from django.db import transaction
 from django.test import Client
 
 from chatplatform.faq.models import FAQ, FAQVariant
@@ -240,3 +241,44 @@ def test_cache_pages_show_only_the_users_sites(clean_cache: None) -> None:
         )
         assert response.status_code == 404
     assert cache.get_entry(entry.entry_id).state == "pending"  # type: ignore[union-attr]
+
+
+def test_moving_an_faq_to_another_site_removes_it_from_the_old_one(
+    clean_cache: None, admin_client: Client, django_capture_on_commit_callbacks: Callable
+) -> None:
+    # given: an FAQ served on site "old"
+    with django_capture_on_commit_callbacks(execute=True):
+        old, new = Site.objects.create(name="old"), Site.objects.create(name="new")
+        faq = FAQ.objects.create(site=old, question="Do you ship abroad?", answer="Yes, to 40.")
+    cache = get_cache()
+    assert cache.lookup(str(old.pk), "Do you ship abroad?").hit
+    # when: an admin moves it to site "new" in the change form
+    with django_capture_on_commit_callbacks(execute=True):
+        response = admin_client.post(
+            f"/admin/faq/faq/{faq.pk}/change/", change_form(faq, site=new.pk)
+        )
+    assert response.status_code == 302, response.content[:2000]
+    # then: served on the new site only
+    assert cache.lookup(str(new.pk), "Do you ship abroad?").answer == "Yes, to 40."
+    assert not cache.lookup(str(old.pk), "Do you ship abroad?").hit
+    assert cache.get_entry(f"{old.pk}:faq:{faq.pk}") is None
+
+
+def test_an_edit_after_a_rolled_back_one_still_reaches_the_cache(
+    clean_cache: None, django_capture_on_commit_callbacks: Callable
+) -> None:
+    # given: a served FAQ
+    with django_capture_on_commit_callbacks(execute=True):
+        site = Site.objects.create(name="shop")
+        faq = FAQ.objects.create(site=site, question="Do you ship abroad?", answer="Yes, to 40.")
+    with django_capture_on_commit_callbacks(execute=True):
+        # when: an edit is rolled back, then another edit on the same connection commits
+        with pytest.raises(RuntimeError), transaction.atomic():
+            faq.answer = "Rolled back."
+            faq.save()
+            raise RuntimeError("abort the edit")
+        faq.refresh_from_db()
+        faq.answer = "Yes, to 50."
+        faq.save()
+    # then: the committed edit is served
+    assert get_cache().lookup(str(site.pk), "Do you ship abroad?").answer == "Yes, to 50."
