@@ -19,8 +19,10 @@ from inference.static_engine import StaticBatchEngine
 
 pytestmark = pytest.mark.slow
 
-# Short answers keep this module fast on 2 shared cores; long enough to stream several deltas.
-LIMITS = EngineLimits(max_running=4, max_new_tokens=16, max_prompt_tokens=256)
+# Tests ask for short answers to stay fast on 2 shared cores; the cap is higher so the
+# coalescing test can stream for a few hundred ms (a token takes ~4 ms here: 16 tokens made
+# only three deltas, too few to check the interval between them).
+LIMITS = EngineLimits(max_running=4, max_new_tokens=128, max_prompt_tokens=256)
 
 
 class Recorder:
@@ -111,12 +113,17 @@ def test_stream_is_ordered_and_complete(engine: Engine) -> None:
 
 
 def test_deltas_are_coalesced_to_one_per_30_ms(engine: Engine) -> None:
+    # given an answer long enough to stream for several 30 ms intervals
     recorder = Recorder()
-    ticket = engine.submit(request("m1", max_new_tokens=16), prompt(engine.tokenizer), recorder)
+    long_answer = request("m1", max_new_tokens=LIMITS.max_new_tokens)
+    ticket = engine.submit(long_answer, prompt(engine.tokenizer), recorder)
     wait(ticket)
     times = [e["at"] for e in recorder.events if e["type"] == "answer.delta"]
     gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
-    # the last delta is the end-of-answer flush, which goes out whenever the answer ends
+    # then at least two gaps are checked (an answer of one or two deltas would check nothing),
+    # each at least 30 ms; the last delta is the end-of-answer flush, which goes out whenever
+    # the answer ends, so the gap before it is not checked
+    assert len(gaps[:-1]) >= 2, f"too few deltas to check coalescing: {gaps}"
     assert all(gap >= 0.029 for gap in gaps[:-1]), gaps
 
 
