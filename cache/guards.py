@@ -79,8 +79,12 @@ _TENS = ("twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ni
 _UNITS = ("one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 # "twenty-five" / "twenty five" is one number, 25 (so it agrees with "25").
 _COMPOUND_NUMBER_WORD = re.compile(rf"\b({'|'.join(_TENS)})[- ]({'|'.join(_UNITS)})\b")
-_NUMBER_WORD = re.compile(
-    r"\b(?:" + "|".join(sorted([*_NUMBER_WORDS, *_ORDINAL_WORDS], key=len, reverse=True)) + r")\b"
+_NUMBER_WORD = re.compile(rf"\b(?:{'|'.join(sorted(_NUMBER_WORDS, key=len, reverse=True))})\b")
+# An ordinal word is a value after a determiner ("my first order", "a second card"); alone it
+# is mostly an adverb ("activate it first"), which must not cost a hit.
+_ORDINAL_WORD = re.compile(
+    r"\b(?:the|my|your|our|their|his|her|its|a|an|this|that|every)\s+"
+    rf"({'|'.join(sorted(_ORDINAL_WORDS, key=len, reverse=True))})\b"
 )
 
 
@@ -139,6 +143,7 @@ def extract_values(text: str) -> tuple[str, ...]:
     take(_NUMBER, lambda m: "num:" + _canonical_number(m.group()))
     take(_COMPOUND_NUMBER_WORD, _compound_value)
     pronoun_ones = {m.start(1) for pattern in _PRONOUN_ONE for m in pattern.finditer(folded)}
+    take(_ORDINAL_WORD, lambda m: "num:" + _ORDINAL_WORDS[m.group(1)])
     take(_NUMBER_WORD, lambda m: _number_word_value(m, pronoun_ones))
     return tuple(value for _, value in sorted(found))
 
@@ -158,7 +163,7 @@ def _number_word_value(match: re.Match[str], pronoun_ones: set[int]) -> str | No
     word = match.group()
     if word == "one" and match.start() in pronoun_ones:
         return None
-    return "num:" + (_NUMBER_WORDS.get(word) or _ORDINAL_WORDS[word])
+    return "num:" + _NUMBER_WORDS[word]
 
 
 def values_agree(question_values: tuple[str, ...], entry_values: tuple[str, ...]) -> bool:

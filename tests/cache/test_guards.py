@@ -26,6 +26,7 @@ def test_values_are_extracted_in_canonical_form() -> None:
         ("Delivered in two weeks?", ("num:2",)),
         ("Within twenty-five days?", ("num:25",)),
         ("My third order", ("num:3",)),
+        ("I need to activate it first", ()),  # an adverb, not a value
         ("Are you open in December?", ("month:december",)),
         ("Open on dec 24?", ("date:december24",)),
         ("Which one is cheaper?", ()),  # "one" as a pronoun is no value
