@@ -120,7 +120,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
         """Close the socket once the client has been silent for CONNECTION_COUNT_TTL_S.
 
         By then its entry in the per-address connection count has lapsed: left open, a silent
-        socket would no longer count, and a client could hold any number of them.
+        socket would no longer count, and a client could hold any number of them. Only frames
+        that refreshed that entry count as traffic (invalid frames do not).
         """
         while True:
             silent_for = time.monotonic() - self.last_frame_at
@@ -148,7 +149,6 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         arrival = time.time()
-        self.last_frame_at = time.monotonic()
         try:
             if text_data is None:
                 raise ProtocolError(
@@ -185,6 +185,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         """Refuse a hello, feedback, handoff or ping over the per-socket or per-address limit
         (this also marks the socket live; see limits.allow_frame)."""
         broken = await limits.allow_frame(self.client_ip, self.channel_name, self.conversation_id)
+        self.last_frame_at = time.monotonic()  # the socket's entries were refreshed
         if broken is not None:
             raise ProtocolError(
                 ErrorCode.RATE_LIMITED, "Too many requests; wait a minute and try again."
@@ -280,7 +281,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             logger.exception("chat: failed to handle message %s", message.client_message_id)
             raise ProtocolError(
                 ErrorCode.INTERNAL,
-                "Something went wrong on our side; the message will be sent again.",
+                "Something went wrong on our side; send the message again.",
                 message.client_message_id,
             ) from error
 
@@ -292,6 +293,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         """
         assert self.site is not None and self.conversation_id is not None
         broken = await limits.allow_message(self.conversation_id, self.client_ip, self.channel_name)
+        self.last_frame_at = time.monotonic()  # the socket's entries were refreshed
         if broken is not None:
             raise ProtocolError(
                 ErrorCode.RATE_LIMITED,

@@ -287,3 +287,116 @@ def test_no_css_leaks_between_the_host_page_and_the_widget(shop) -> None:
         })"""
     )
     assert host == {"body": "rgb(255, 0, 0)", "probe": "rgb(0, 255, 0)"}
+
+
+# A stand-in for the page's WebSocket that records what the widget sends and lets a test cut
+# the connection (`__blockSockets`: new sockets go to a closed port) or lose one outgoing
+# message frame (`__dropNextMessage`), so the widget's handling of those cases can be seen.
+SOCKET_PROBE = """
+(() => {
+  const Real = window.WebSocket;
+  window.__sockets = [];
+  window.__sent = [];
+  window.__blockSockets = false;
+  window.__dropNextMessage = false;
+  function Probe(url, protocols) {
+    const socket = new Real(window.__blockSockets ? "ws://127.0.0.1:9/" : url, protocols);
+    const send = socket.send.bind(socket);
+    socket.send = (data) => {
+      const frame = JSON.parse(data);
+      if (frame.type === "message" && window.__dropNextMessage) {
+        window.__dropNextMessage = false;
+        return;
+      }
+      window.__sent.push(frame);
+      send(data);
+    };
+    window.__sockets.push(socket);
+    return socket;
+  }
+  Probe.prototype = Real.prototype;
+  Object.assign(Probe, { CONNECTING: 0, OPEN: 1, CLOSING: 2, CLOSED: 3 });
+  window.WebSocket = Probe;
+})();
+"""
+
+
+@pytest.fixture
+def probed_shop(shop):
+    """The demo page (widget open) with SOCKET_PROBE installed before the widget loads."""
+    page, site = shop
+    page.add_init_script(SOCKET_PROBE)
+    page.reload()
+    page.locator("#cs-chat-widget .launcher[aria-expanded=true]").wait_for(state="attached")
+    page.wait_for_function("() => window.__sent.some((f) => f.type === 'hello')")
+    page.locator("#cs-chat-widget .quick button").first.wait_for()  # welcomed
+    return page, site
+
+
+def widget_eval(page, body: str):
+    return page.evaluate(
+        f"() => {{ const root = document.querySelector('#cs-chat-widget').shadowRoot; {body} }}"
+    )
+
+
+def test_refused_message_is_given_back_and_typing_stops(probed_shop) -> None:
+    page, site = probed_shop
+    # the input is limited to the server's max_message_chars from the welcome
+    assert widget_eval(page, "return root.querySelector('textarea').maxLength;") == 2000
+    # when a message over the limit still reaches the server (maxlength removed by hand)
+    widget_eval(page, "root.querySelector('textarea').removeAttribute('maxlength');")
+    too_long = "x" * 2001
+    ask(page, too_long)
+    # then the server's refusal is shown, the message leaves the chat and its text comes back
+    page.locator("#cs-chat-widget .msg.notice").filter(has_text="message_too_long").wait_for()
+    assert page.locator("#cs-chat-widget .msg.customer").count() == 0
+    assert page.locator("#cs-chat-widget textarea").input_value() == too_long
+    assert page.locator("#cs-chat-widget .typing").is_hidden()
+    outbox = page.evaluate(
+        "() => JSON.parse(localStorage.getItem(Object.keys(localStorage)[0])).outbox"
+    )
+    assert outbox == []
+    assert not Message.objects.filter(site=site, role="customer").exists()
+
+
+def test_message_failed_on_the_server_is_sent_again(probed_shop) -> None:
+    page, _ = probed_shop
+    # given a message lost on its way, and the server's internal_error naming it
+    page.evaluate("() => { window.__dropNextMessage = true; }")
+    ask(page, "How long does shipping take?")
+    cid = page.evaluate(
+        "() => JSON.parse(localStorage.getItem(Object.keys(localStorage)[0])).outbox[0].cid"
+    )
+    page.evaluate(
+        """(cid) => window.__sockets.at(-1).dispatchEvent(new MessageEvent("message", {
+            data: JSON.stringify({type: "error", code: "internal_error",
+                                  message: "Something went wrong on our side.", ref: cid}),
+        }))""",
+        cid,
+    )
+    # then the widget sends it again (same id) and the answer arrives
+    wait_for_answers(page, 2)
+    sent = page.evaluate("() => window.__sent.filter((f) => f.type === 'message')")
+    assert [frame["client_message_id"] for frame in sent] == [cid]
+    assert page.locator("#cs-chat-widget .msg.customer").count() == 1
+
+
+def test_feedback_while_disconnected_is_not_shown_as_given(probed_shop) -> None:
+    page, _ = probed_shop
+    ask(page, "How long does shipping take?")
+    wait_for_answers(page, 2)
+    helpful = answers(page).nth(1).get_by_role("button", name="Helpful", exact=True)
+    # when the connection is lost and the customer clicks "Helpful"
+    page.evaluate("() => { window.__blockSockets = true; window.__sockets.at(-1).close(); }")
+    page.locator("#cs-chat-widget .status").wait_for(state="visible")  # "Reconnecting..."
+    helpful.click()
+    # then the button is not pressed, the customer is told, and nothing is recorded
+    assert helpful.get_attribute("aria-pressed") == "false"
+    page.locator("#cs-chat-widget .msg.notice").filter(has_text="feedback was not sent").wait_for()
+    assert not Message.objects.filter(source="faq", feedback__isnull=False).exists()
+    # and once reconnected, the click counts
+    page.evaluate("() => { window.__blockSockets = false; }")
+    page.locator("#cs-chat-widget .status").wait_for(state="hidden", timeout=30_000)
+    helpful.click()
+    assert helpful.get_attribute("aria-pressed") == "true"
+    eventually(lambda: Message.objects.filter(source="faq", feedback=1).exists(), "the feedback")

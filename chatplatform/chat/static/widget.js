@@ -26,6 +26,11 @@
   // Keeps the socket counted as live on the server (it forgets silent ones after 10 min) and
   // stops proxies from closing an idle connection.
   var PING_EVERY_MS = 240000;
+  // A message the server failed to handle on its side (internal_error naming it) is sent again
+  // with the same id (stored and answered once), a few times, backing off; then it is given
+  // back to the customer like a refused one.
+  var RETRY_LIMIT = 3;
+  var RETRY_BASE_MS = 1000;
 
   var STYLE = [
     // !important: a host page rule that matches our host element (`*`, `div`) would otherwise
@@ -209,9 +214,13 @@
     var down = el("button", { type: "button", "aria-label": "Not helpful", "aria-pressed": String(msg.feedback === "down") }, "No");
     [[up, "up"], [down, "down"]].forEach(function (pair) {
       pair[0].addEventListener("click", function () {
+        // Shown as pressed only once it went out: a click while disconnected is not recorded.
+        if (!send({ type: "feedback", message_id: msg.id, value: pair[1] })) {
+          notice("Not connected; your feedback was not sent. Try again in a moment.");
+          return;
+        }
         msg.feedback = pair[1];
         saveState();
-        send({ type: "feedback", message_id: msg.id, value: pair[1] });
         up.setAttribute("aria-pressed", String(pair[1] === "up"));
         down.setAttribute("aria-pressed", String(pair[1] === "down"));
       });
@@ -235,6 +244,14 @@
     saveState();
     renderMessage(msg);
     return msg;
+  }
+
+  function removeMessage(id) {
+    state.messages = state.messages.filter(function (m) { return m.id !== id; });
+    saveState();
+    var bubble = bubbles[id];
+    if (bubble && bubble.parentNode) bubble.parentNode.removeChild(bubble);
+    delete bubbles[id];
   }
 
   function notice(text) {
@@ -302,9 +319,52 @@
   }
 
   function flushOutbox() {
-    state.outbox.forEach(function (item) {
-      send({ type: "message", client_message_id: item.cid, text: item.text });
-    });
+    state.outbox.forEach(sendQueued);
+  }
+
+  function sendQueued(item) {
+    send({ type: "message", client_message_id: item.cid, text: item.text });
+  }
+
+  function outboxItem(cid) {
+    for (var i = 0; i < state.outbox.length; i++) {
+      if (state.outbox[i].cid === cid) return state.outbox[i];
+    }
+    return null;
+  }
+
+  // The server refused a message (too long, too fast...): it was not stored. Take it back out
+  // of the chat and give its text back to the customer to edit or send again later.
+  function giveBack(cid) {
+    var item = outboxItem(cid);
+    state.outbox = state.outbox.filter(function (o) { return o.cid !== cid; });
+    removeMessage(cid);
+    setTyping(false);
+    if (item) input.value = input.value ? item.text + "\n" + input.value : item.text;
+  }
+
+  function retryLater(cid) {
+    var item = outboxItem(cid);
+    if (!item) return false;
+    item.tries = (item.tries || 0) + 1;
+    saveState();
+    if (item.tries > RETRY_LIMIT) return false;
+    window.setTimeout(function () {
+      if (outboxItem(cid)) sendQueued(item); // unless acked meanwhile (e.g. after a reconnect)
+    }, RETRY_BASE_MS * Math.pow(2, item.tries - 1));
+    return true;
+  }
+
+  function handleError(frame) {
+    if (frame.reply_to) {
+      // An answer failed (the question itself is stored): stop waiting for it.
+      setTyping(false);
+    } else if (frame.ref && frame.code === "internal_error" && retryLater(frame.ref)) {
+      return; // a failure on the server's side: sent again shortly, nothing to show yet
+    } else if (frame.ref) {
+      giveBack(frame.ref);
+    }
+    notice(frame.message + " (" + frame.code + ")");
   }
 
   function handle(frame) {
@@ -328,6 +388,7 @@
           upsert({ id: "greeting", role: "assistant", text: frame.greeting, done: true, source: "fallback" });
         }
         renderQuickReplies(frame.quick_replies);
+        if (frame.max_message_chars) input.maxLength = frame.max_message_chars;
         flushOutbox();
         break;
       case "ack":
@@ -359,12 +420,7 @@
         notice("A human agent has been asked to join; they will reply here.");
         break;
       case "error":
-        if (frame.reply_to) setTyping(false);
-        if (frame.ref) {
-          state.outbox = state.outbox.filter(function (o) { return o.cid !== frame.ref; });
-          saveState();
-        }
-        notice(frame.message + " (" + frame.code + ")");
+        handleError(frame);
         break;
       default:
         break; // feedback.ok, pong: nothing to show
