@@ -637,9 +637,7 @@ class SemanticCache:
     def set_site_policy(self, site_id: str, min_confidence: float | None) -> None:
         """Override the serving threshold for one site (None = the shipped default)."""
         self._check_site(site_id)
-        if min_confidence is not None and not 0.0 <= min_confidence <= 1.0:
-            raise ValueError("min_confidence must be within [0, 1]")
-        self.store.set_policy(site_id, min_confidence)
+        self.store.set_policy(site_id, min_confidence)  # ValueError outside [0, 1]
         self._changed(site_id, "policy", [])
 
     # --- async twins of the writers (Redis and encoder work in a thread) ---------------------

@@ -20,6 +20,7 @@ Key layout (prefix `sc1`, one Redis database shared by all processes):
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterable
 from typing import Any, Literal
 
@@ -29,11 +30,17 @@ import redis
 from cache.guards import extract_values
 from cache.types import Entry, Source, State
 
+logger = logging.getLogger(__name__)
+
 LOAD_CHUNK = 500  # entries fetched per pipeline round trip when loading a site
 # How long a removed FAQ's version is remembered. Syncs of one edit reach Redis within seconds;
 # a day covers any late one, and then the key goes, so an FAQ id that a database reuses (after
 # a rollback) is not blocked for long.
 FAQ_TOMBSTONE_TTL_S = 24 * 3600
+
+
+def valid_min_confidence(value: float) -> bool:
+    return 0.0 <= value <= 1.0  # also False for NaN
 
 
 class Keys:
@@ -293,11 +300,21 @@ class Store:
     # --- per-site policy -------------------------------------------------------------------
 
     def policies(self) -> dict[str, float]:
-        return {
-            k.decode(): float(json.loads(v)) for k, v in self.r.hgetall(self.keys.policy).items()
-        }
+        """Per-site thresholds; one outside [0, 1] (written before this check) is skipped, so
+        that site falls back to the shipped threshold rather than serving anything."""
+        found: dict[str, float] = {}
+        for raw_site, raw_value in self.r.hgetall(self.keys.policy).items():
+            value = float(json.loads(raw_value))
+            if valid_min_confidence(value):
+                found[raw_site.decode()] = value
+            else:
+                logger.error("cache: site %s threshold %r ignored", raw_site.decode(), value)
+        return found
 
     def set_policy(self, site_id: str, min_confidence: float | None) -> None:
+        """Set (or with None, clear) a site's threshold. ValueError outside [0, 1]."""
+        if min_confidence is not None and not valid_min_confidence(min_confidence):
+            raise ValueError(f"min_confidence must be within [0, 1], not {min_confidence!r}")
         if min_confidence is None:
             self.r.hdel(self.keys.policy, site_id)
         else:

@@ -45,7 +45,11 @@ def get_cache() -> SemanticCache:
 
 
 def set_site_policy(site_id: int, min_confidence: float | None) -> None:
-    """Publish a site's threshold override without loading the encoder in this process."""
+    """Publish a site's threshold override without loading the encoder in this process.
+
+    ValueError outside [0, 1] on either path (Store.set_policy checks), before anything is
+    written: a saved Site skipped its model validation (`Site.objects.update`, a script).
+    """
     if _cache is not None:
         _cache.set_site_policy(str(site_id), min_confidence)
         return

@@ -6,6 +6,7 @@ import secrets
 from urllib.parse import urlsplit
 
 from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 
 DEFAULT_SLA_MS = 300  # first token must reach the customer within this, per the design card
@@ -53,7 +54,12 @@ class Site(models.Model):
     cache_min_confidence = models.FloatField(
         null=True,
         blank=True,
-        help_text="Override of the cache's shipped confidence threshold; empty = shipped default.",
+        # A confidence is a probability: below 0 the cache would serve any nearest answer.
+        validators=[MinValueValidator(0.0), MaxValueValidator(1.0)],
+        help_text=(
+            "Override of the cache's shipped confidence threshold, from 0 to 1; "
+            "empty = shipped default."
+        ),
     )
     is_active = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)

@@ -282,3 +282,23 @@ def test_an_edit_after_a_rolled_back_one_still_reaches_the_cache(
         faq.save()
     # then: the committed edit is served
     assert get_cache().lookup(str(site.pk), "Do you ship abroad?").answer == "Yes, to 50."
+
+
+def test_site_threshold_must_lie_between_0_and_1(
+    clean_cache: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from django.core.exceptions import ValidationError
+
+    from chatplatform.semanticcache import service
+
+    # the model refuses it (the admin form shows the error)
+    site = Site.objects.create(name="shop")
+    for bad in (-1.0, 1.5):
+        site.cache_min_confidence = bad
+        with pytest.raises(ValidationError):
+            site.full_clean()
+    # and so does the path that publishes it without a loaded cache
+    monkeypatch.setattr(service, "_cache", None)
+    with pytest.raises(ValueError, match=r"within \[0, 1\]"):
+        service.set_site_policy(site.pk, -1.0)
+    assert str(site.pk) not in get_cache().store.policies()

@@ -444,3 +444,16 @@ def test_concurrent_syncs_end_with_the_newest_version(
     # then: whatever the interleaving, the newest version is what is stored
     stored = first.get_entry("shop:faq:1")
     assert stored is not None and stored.faq_version == 40 and stored.answer == "Answer v40."
+
+
+def test_an_out_of_range_site_threshold_is_refused_and_never_applied(
+    cache: SemanticCache,
+) -> None:
+    load_shop(cache)
+    with pytest.raises(ValueError):
+        cache.set_site_policy("shop", -1.0)
+    # one written before the check (or by hand) is ignored: the shipped threshold applies
+    cache.redis.hset(cache.store.keys.policy, "shop", "-1")
+    cache.rebuild()
+    assert "shop" not in cache.store.policies()
+    assert not cache.lookup("shop", "Do you sell gift cards for birthdays?").hit
