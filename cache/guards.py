@@ -206,10 +206,19 @@ def is_follow_up(normalized_question: str, history: list[str] | None) -> bool:
 
 
 _PHONE = re.compile(r"(?<!\w)\+?\d[\d ().-]{7,}\d(?!\w)")
+_SHORT_PHONE = re.compile(r"(?<![\w.,/-])\d{3}[ .-]\d{4}(?![\w/-])")  # "555-1234"
+# A run of 6+ digits is an account, order or customer number ("order 123456", "account
+# number 12345678"); amounts are written shorter or with separators ("1,000,000").
+_LONG_NUMBER = re.compile(r"(?<![\d.,])\d{6,}(?![\d.,]\d)")
+_BIRTH_DATE = re.compile(r"\b(?:dob|d\.o\.b|date of birth|birth ?date|born on|birthday)\b")
 _CARD_CANDIDATE = re.compile(r"(?<!\d)(?:\d[ -]?){12,18}\d(?!\d)")
 _IBAN = re.compile(r"\b[a-z]{2}\d{2}(?: ?[a-z0-9]{4}){2,7}(?: ?[a-z0-9]{1,4})?\b")
 _SSN = re.compile(r"\b\d{3}-\d{2}-\d{4}\b")
-_SELF_NAME = re.compile(r"\b(?:my name is|i am called|my full name is) [a-z]+ [a-z]+", re.UNICODE)
+_SELF_NAME = re.compile(r"\b(?:my (?:full |first |last )?name is|i am called) \w+", re.UNICODE)
+# "I am John Smith", "this is Jane": a self-introduction shows in the capital letter, so this
+# one runs on the unfolded text. "I am Unable to log in" also matches: that costs a cache
+# entry, never a leak.
+_SELF_INTRODUCTION = re.compile(r"\b(?:[Ii] am|I'm|[Tt]his is|[Ii]t's) [A-Z][a-z]+\b")
 _ADDRESS = re.compile(r"\b(?:i live at|my address is)\b")
 _POSTAL_ADDRESS = re.compile(r"\b\d{1,5} [a-z]+ (?:street|st|road|rd|avenue|ave|lane|ln)\b")
 
@@ -243,12 +252,14 @@ def personal_data_kinds(text: str) -> list[str]:
         kinds.append("iban")
     if _SSN.search(folded):
         kinds.append("national_id")
-    if _PHONE.search(folded) and "card_number" not in kinds:
+    if (_PHONE.search(folded) or _SHORT_PHONE.search(folded)) and "card_number" not in kinds:
         kinds.append("phone")
-    if _SELF_NAME.search(folded):
+    if _BIRTH_DATE.search(folded) and re.search(r"\d", folded):
+        kinds.append("date_of_birth")
+    if _SELF_NAME.search(folded) or _SELF_INTRODUCTION.search(unicodedata.normalize("NFKC", text)):
         kinds.append("name")
     if _ADDRESS.search(folded) or _POSTAL_ADDRESS.search(folded):
         kinds.append("address")
-    if any(v.startswith("id:") for v in extract_values(folded)):
+    if _LONG_NUMBER.search(folded) or any(v.startswith("id:") for v in extract_values(folded)):
         kinds.append("identifier")
     return kinds

@@ -123,6 +123,14 @@ def test_stand_alone_questions_are_not_follow_ups(question: str) -> None:
         ("My name is Jane Doe and I need help", "name"),
         ("I live at 12 Baker Street", "address"),
         ("where is order A12345", "identifier"),
+        ("my order 123456 is late", "identifier"),
+        ("account number is 12345678", "identifier"),
+        ("call me on 555-1234", "phone"),
+        ("my dob is 12/03/1985", "date_of_birth"),
+        ("I was born on 3 May 1990, can I open an account?", "date_of_birth"),
+        ("I am John Smith", "name"),
+        ("Hi, I'm Jane, where is my parcel?", "name"),
+        ("my name is John", "name"),
     ],
 )
 def test_personal_data_is_detected(text: str, kind: str) -> None:
@@ -136,6 +144,11 @@ def test_personal_data_is_detected(text: str, kind: str) -> None:
         "Standard delivery takes 3-5 working days.",
         "We ship to 40 countries.",
         "Can I get a refund within 30 days?",
+        "Can I transfer 1,000,000 euros?",
+        "Can you call me back?",
+        "Are you open from 9.00 to 17.30?",
+        "I am unable to log in",
+        "How do I change my name?",
     ],
 )
 def test_generic_text_has_no_personal_data(text: str) -> None:

@@ -457,3 +457,33 @@ def test_an_out_of_range_site_threshold_is_refused_and_never_applied(
     cache.rebuild()
     assert "shop" not in cache.store.policies()
     assert not cache.lookup("shop", "Do you sell gift cards for birthdays?").hit
+
+
+@pytest.mark.parametrize(
+    "question",
+    [
+        "My order 123456 is late, when will my parcel arrive?",
+        "My account number is 12345678, when will my parcel arrive?",
+        "Call me on 555-1234: when will my parcel arrive?",
+        "My dob is 12/03/1985, when will my parcel arrive?",
+        "I am John Smith, when will my parcel arrive?",
+        "My name is John, when will my parcel arrive?",
+    ],
+)
+def test_customer_details_are_neither_stored_nor_listed(
+    make_cache: Callable[..., SemanticCache], question: str
+) -> None:
+    # given: a strict site, so paraphrases are near misses rather than hits
+    cache = make_cache(min_confidence=1.0)
+    load_shop(cache)
+    # when
+    state = cache.offer_generated("shop", question, "Within 3-5 days.", "v1", first_turn=True)
+    result = cache.lookup("shop", question)
+    control = cache.lookup("shop", "My parcel is late, when will it arrive?")
+    cache.flush()
+    # then: never stored, and only the question without details is kept for review
+    assert state == "rejected_personal_data" and cache.list_generated("shop") == []
+    assert not result.hit and not control.hit
+    assert [m.question for m in cache.list_near_misses("shop")] == [
+        "My parcel is late, when will it arrive?"
+    ]
