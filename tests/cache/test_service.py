@@ -265,9 +265,10 @@ def test_personal_data_and_follow_ups_are_never_stored(cache: SemanticCache) -> 
     assert cache.list_generated("shop") == []
 
 
-def test_eviction_keeps_generated_entries_within_the_bound(
+def test_eviction_keeps_generated_entries_within_the_bound_and_spares_recent_use(
     make_cache: Callable[..., SemanticCache],
 ) -> None:
+    # given: a full site (3 of 3) whose oldest entry was just used
     cache = make_cache(admission_min_visitors=1, max_generated_per_site=3)
     questions = [
         "Do you sell gift cards?",
@@ -276,16 +277,26 @@ def test_eviction_keeps_generated_entries_within_the_bound(
         "Do you have a loyalty programme?",
         "Are your products vegan?",
     ]
-    for question in questions:
-        assert (
-            cache.offer_generated("shop", question, f"Answer to: {question}", "v", first_turn=True)
-            == "admitted"
+
+    def admit(question: str) -> None:
+        state = cache.offer_generated(
+            "shop", question, f"Answer to: {question}", "v", first_turn=True
         )
-    active = cache.list_generated("shop", "active")
-    assert len(active) == 3
+        assert state == "admitted"
+
+    for question in questions[:3]:
+        admit(question)
+    assert cache.lookup("shop", questions[0]).hit
+    cache.flush()  # the use reaches Redis (the sync thread does this about once a second)
+    # when: two more are admitted
+    for question in questions[3:]:
+        admit(question)
+    # then: still 3, and the least recently *used* went, not the oldest
+    assert len(cache.list_generated("shop", "active")) == 3
     assert int(cache.redis.zcard(cache.store.keys.site_generated("shop"))) == 3
-    # least recently used went first: the two oldest are gone from Redis and from lookups
-    assert not cache.lookup("shop", questions[0]).hit
+    assert cache.lookup("shop", questions[0]).hit
+    assert not cache.lookup("shop", questions[1]).hit
+    assert not cache.lookup("shop", questions[2]).hit
     assert cache.lookup("shop", questions[-1]).hit
 
 
