@@ -622,12 +622,17 @@ class SemanticCache:
             return False
         if entry.source == Source.GENERATED:
             return admission.set_state(self, entry_id, State.ACTIVE, note="admin")
-        pipe = self.redis.pipeline(transaction=True)
-        key = self.store.keys.entry(entry_id)
-        pipe.hset(key, mapping={"state": State.ACTIVE.value, "note": "admin", "pos": 0, "neg": 0})
-        self.store.publish(entry.site_id, "upsert", [entry_id], pipe)
-        pipe.execute()
-        self.apply_change(entry.site_id, "upsert", [entry_id])
+        # Only while still flagged: an FAQ edit or removal since the load wins (and a removed
+        # entry's hash must not be recreated half-empty).
+        restored = self.redis.eval(
+            "if redis.call('HGET', KEYS[1], 'state') ~= ARGV[1] then return 0 end "
+            "redis.call('HSET', KEYS[1], 'state', ARGV[2], 'note', 'admin', 'pos', 0, 'neg', 0) "
+            "return 1",
+            1, self.store.keys.entry(entry_id), State.FLAGGED.value, State.ACTIVE.value,
+        )  # fmt: skip
+        if not restored:
+            return False
+        self._changed(entry.site_id, "upsert", [entry_id])
         return True
 
     def list_near_misses(self, site_id: str, limit: int = 100) -> list[NearMiss]:

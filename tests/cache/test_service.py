@@ -498,3 +498,29 @@ def test_customer_details_are_neither_stored_nor_listed(
     assert [m.question for m in cache.list_near_misses("shop")] == [
         "My parcel is late, when will it arrive?"
     ]
+
+
+def test_flagged_entries_of_both_kinds_are_listed_and_restorable(
+    make_cache: Callable[..., SemanticCache],
+) -> None:
+    # given: an FAQ entry and a generated entry, both flagged by thumbs-down
+    cache = make_cache(flag_after_net_negative=1, admission_min_visitors=1)
+    load_shop(cache)
+    state = cache.offer_generated(
+        "shop", "Do you sell gift cards?", "Yes, online.", "v", first_turn=True
+    )
+    assert state == "admitted"
+    generated_id = cache.lookup("shop", "Do you sell gift cards?").entry_id
+    assert generated_id is not None
+    for entry_id in ("shop:faq:2", generated_id):
+        assert cache.record_feedback(entry_id, positive=False) == "flagged"
+    # when / then: both are listed, the FAQ one with its FAQ id
+    flagged = {e.entry_id: e for e in cache.list_flagged("shop")}
+    assert set(flagged) == {"shop:faq:2", generated_id}
+    assert flagged["shop:faq:2"].faq_id == 2 and flagged["shop:faq:2"].source == "faq"
+    # restoring serves them again; restoring twice does nothing
+    assert cache.restore_entry("shop:faq:2") and cache.restore_entry(generated_id)
+    assert not cache.restore_entry("shop:faq:2")
+    assert cache.lookup("shop", "How do I return an item?").hit
+    assert cache.lookup("shop", "Do you sell gift cards?").hit
+    assert cache.list_flagged("shop") == []
