@@ -1,36 +1,84 @@
 """The finalize task's offer to the cache: only a conversation's first question, and who asked
-(the widget's visitor id, else the client's address). Real database, Redis and cache."""
+(the widget's visitor id, else the client's address). Real database, Redis and cache; the
+questions are stored as the consumer stores them, without a socket (so no worker can take the
+task first)."""
 
 from __future__ import annotations
 
-from typing import Any
+from datetime import UTC, datetime, timedelta
 
 import pytest
-from asgiref.sync import sync_to_async
 
+from chatplatform.chat import store
 from chatplatform.chat.tasks import finalize_answer
-from tests.chat.conftest import Client, make_site
-from tests.chat.test_consumer_answers import ask, result_for, wait_for_request
+from inference.contracts import InferenceResult
+from tests.chat.conftest import make_site
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.asyncio(loop_scope="session")]
-
-
-async def answered(client: Client, redis_url: str, question: str, cid: str) -> dict[str, Any]:
-    ack = await ask(client, question, cid=cid)
-    request = await wait_for_request(redis_url, ack["message_id"])
-    assert await sync_to_async(finalize_answer)(result_for(request, f"About {cid}.")) == "stored"
-    return request
+pytestmark = pytest.mark.django_db(transaction=True)
 
 
-async def test_only_the_first_question_of_a_conversation_is_offered(
-    client: Client, chat_cache, redis_url: str
+def ask_and_answer(site_id: int, conversation_id: str, question: str, at: datetime) -> str:
+    """Store a question as the consumer does, then finalize the model's answer to it."""
+    [(message_id, created)] = store.save_questions(
+        [
+            store.NewQuestion(
+                site_id=site_id,
+                conversation_id=conversation_id,
+                client_message_id=f"c-{at.timestamp()}",
+                text=question,
+                received_at=at,
+                cached=None,
+                sla_ms=300,
+            )
+        ]
+    )
+    assert created
+    result = InferenceResult(
+        conversation_id=conversation_id,
+        message_id=message_id,
+        site_id=str(site_id),
+        text=f"The answer to: {question}",
+        finish_reason="stop",
+        prompt_tokens=40,
+        completion_tokens=7,
+        ttft_ms=120.0,
+        total_ms=320.0,
+        gpu_seconds=0.2,
+    )
+    return finalize_answer(result.to_dict())
+
+
+@pytest.mark.parametrize(("visitor_id", "client_ip"), [("v_123", "203.0.113.7"), ("", "::1")])
+def test_only_the_first_question_of_a_conversation_is_offered(
+    chat_cache, visitor_id: str, client_ip: str
 ) -> None:
     # given a conversation with two questions the model answered
-    site = await sync_to_async(make_site)(sla_ms=10_000)
-    await client.hello(site)
-    await answered(client, redis_url, "Do you ship to Iceland by boat?", "q1")
-    await answered(client, redis_url, "Do you wrap presents in newspaper?", "q2")
-    # then only the first reached the cache's admission, with the client's address as visitor
+    site = make_site()
+    conversation_id, _ = store.open_conversation(site.pk, None, visitor_id, client_ip)
+    now = datetime.now(tz=UTC)
+    assert ask_and_answer(site.pk, conversation_id, "Do you ship to Iceland by boat?", now)
+    second = now + timedelta(seconds=5)
+    assert ask_and_answer(site.pk, conversation_id, "Do you wrap presents in newspaper?", second)
+    # then only the first reached the cache's admission, as one visitor
     offered = chat_cache.list_generated(str(site.pk))
     assert [entry.question for entry in offered] == ["Do you ship to Iceland by boat?"]
     assert offered[0].visitors == 1
+
+
+def test_the_visitor_is_the_widgets_id_or_else_the_clients_address(chat_cache) -> None:
+    # given the same first question from several conversations
+    site = make_site()
+    question = "Do you ship to Iceland by boat?"
+    now = datetime.now(tz=UTC)
+    askers = [
+        ("v_same", "203.0.113.7"),
+        ("v_same", "198.51.100.9"),  # same widget, another network: one visitor
+        ("", "198.51.100.20"),  # no widget id: the address is the visitor
+        ("", "198.51.100.20"),  # the same address again: still one
+    ]
+    for index, (visitor_id, client_ip) in enumerate(askers):
+        conversation_id, _ = store.open_conversation(site.pk, None, visitor_id, client_ip)
+        ask_and_answer(site.pk, conversation_id, question, now + timedelta(seconds=index))
+    # then admission counted two distinct visitors
+    [entry] = chat_cache.list_generated(str(site.pk))
+    assert entry.visitors == 2
