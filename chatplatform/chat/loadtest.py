@@ -38,6 +38,7 @@ BENCH_LIMITS_ENV = {
     "CHAT_CONNECTIONS_PER_IP": "100000",
     "CHAT_MESSAGES_PER_MINUTE_PER_IP": "1000000",
     "CHAT_MESSAGES_PER_MINUTE_PER_CONV": "1000",
+    "CHAT_FRAMES_PER_MINUTE_PER_IP": "1000000",  # every socket's hello counts here
 }
 # Past this a message counts as lost: longer than the server's own answer timeout (60 s), after
 # which the server reports `answer_timeout` (an answer, of sorts: the customer is told).
