@@ -61,9 +61,9 @@ class PendingAnswer:
     suggestions: list[answering.Suggestion]
     first_text_at: float | None = None
     holding_sent: bool = False
-    # False for an answer rebuilt on resume (asked by an earlier socket): a resend of its
-    # question queues the model task again, as for any un-acked message.
-    requested_here: bool = True
+    # Whether this socket queued the model task. False for an answer rebuilt on resume (an
+    # earlier socket asked) or whose queueing failed: a resend of its question queues it.
+    requested_here: bool = False
     timers: list[asyncio.Task[None]] = field(default_factory=list)
 
 
@@ -254,18 +254,14 @@ class ChatConsumer(AsyncWebsocketConsumer):
         """Wait, on this socket, for an answer an earlier socket asked for: its stream, failure
         or timeout are reported here, with the SLA timers running from the original arrival."""
         assert self.site is not None
-        found = []
-        if not unfinished.holding_sent:
-            found = await answering.suggestions(self.site.id, unfinished.question)
         pending = PendingAnswer(
             message_id=unfinished.message_id,
             client_message_id=unfinished.client_message_id,
             question=unfinished.question,
             arrival=unfinished.received_at.timestamp(),
             received_at=unfinished.received_at,
-            suggestions=found,
+            suggestions=await answering.suggestions(self.site.id, unfinished.question),
             holding_sent=unfinished.holding_sent,
-            requested_here=False,
         )
         self.pending[pending.message_id] = pending
         self.start_timers(pending)
@@ -397,7 +393,6 @@ class ChatConsumer(AsyncWebsocketConsumer):
             )
             self.pending[message_id] = pending
             self.start_timers(pending)
-        pending.requested_here = True
         request = answering.inference_request(
             conversation_id=self.conversation_id,
             message_id=message_id,
@@ -410,6 +405,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             sla_ms=self.site.sla_ms,
         )
         await answering.send_inference(request)
+        pending.requested_here = True
 
     def start_timers(self, pending: PendingAnswer) -> None:
         """The SLA guard of one answer: holding reply before the deadline, then the timeout."""

@@ -17,7 +17,7 @@ from chatplatform.chat import answering, config, consumers, store, writer
 from chatplatform.chat.tasks import finalize_answer
 from chatplatform.conversations.models import Message
 from inference.contracts import InferenceResult
-from tests.chat.conftest import Client, make_site
+from tests.chat.conftest import Client, make_site, queued_inference_requests
 from tests.chat.test_consumer_answers import (
     NOVEL_QUESTION,
     ask,
@@ -295,6 +295,27 @@ async def test_internal_error_on_a_message_names_it_and_a_resend_succeeds(
     assert error["type"] == "error" and error["code"] == "internal_error" and error["ref"] == "m1"
     ack = await ask(client, "Hello there", cid="m1")
     assert ack["duplicate"] is False
+
+
+async def test_message_whose_model_task_could_not_be_queued_is_queued_on_resend(
+    client: Client, chat_cache, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given a broker that refuses the next task once
+    monkeypatch.setattr(
+        answering,
+        "_send_inference_sync",
+        fail_once(answering._send_inference_sync, ConnectionError("broker down")),
+    )
+    site = await site_with(sla_ms=10_000)
+    await client.hello(site)
+    await client.send({"type": "message", "client_message_id": "q1", "text": NOVEL_QUESTION})
+    error = await client.receive()
+    assert error["code"] == "internal_error" and error["ref"] == "q1"
+    # when the client sends it again, the stored message's task is queued this time
+    ack = await ask(client, NOVEL_QUESTION, cid="q1")
+    assert ack["duplicate"] is True
+    queued = [r["message_id"] for r in queued_inference_requests(redis_url)]
+    assert queued == [ack["message_id"]]
 
 
 # --- finding: a hello that fails half-way ----------------------------------------------------
