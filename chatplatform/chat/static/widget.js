@@ -359,9 +359,10 @@
     if (frame.reply_to) {
       // An answer failed (the question itself is stored): stop waiting for it.
       setTyping(false);
-    } else if (frame.ref && frame.code === "internal_error" && retryLater(frame.ref)) {
-      return; // a failure on the server's side: sent again shortly, nothing to show yet
-    } else if (frame.ref) {
+    } else if (frame.ref && outboxItem(frame.ref)) {
+      // Not acked yet. A failure on the server's side is retried (a resend of a message that
+      // was stored after all is answered once); any other error refused it: give it back.
+      if (frame.code === "internal_error" && retryLater(frame.ref)) return;
       giveBack(frame.ref);
     }
     notice(frame.message + " (" + frame.code + ")");
