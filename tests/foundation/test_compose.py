@@ -47,10 +47,10 @@ def test_web_health_probe_passes_django_host_validation(live_server, settings) -
         text=True,
         timeout=30,
     )
-    # then: /healthz itself answered (503 here: no workers run in this test), not a 400 for
-    # a disallowed Host
+    # then: /healthz itself answered, not a 400 for a disallowed Host: 200 when the session's
+    # platform workers of other tests are up and beating, 503 when no worker runs
     assert "HTTP Error 400" not in run.stderr
-    assert "HTTP Error 503" in run.stderr
+    assert run.returncode == 0 or "HTTP Error 503" in run.stderr, run.stderr
 
 
 def test_chat_model_defaults_to_a_folder_in_the_mounted_models() -> None:
