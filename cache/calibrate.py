@@ -1,7 +1,7 @@
 """Fit the decision rule's logistic weights and pick the shipped threshold.
 
     python -m cache.calibrate --train TRAIN.csv [--seeds 100-105] [--variants 3,5,10]
-        [--unknown-intents 17] [--target-precision 0.995]
+        [--unknown-intents 17] [--target-precision 0.995] [--shipped-weights]
 
 Uses the *training* split only: for each seed and K it simulates a site (cache/banking.py),
 takes every training question not used as an FAQ phrasing as a query (unknown categories
@@ -9,6 +9,11 @@ included, so false hits on them count as errors), computes the decision features
 lookups do (decision.compute_features over an index.Snapshot), fits a logistic regression of
 "the best entry is right", and prints the weights and the lowest threshold whose precision on
 these calibration sites reaches the target. The constants in cache/decision.py come from it.
+
+With --shipped-weights it fits nothing: it scores the calibration queries with the shipped
+rule (decision.calibrated_confidence and the top-1 cosine floor, as lookups do) and reports
+precision per K, so the shipped threshold can be checked against the target for FAQs with few
+phrasings and with many, not only pooled over all of them.
 """
 
 from __future__ import annotations
@@ -21,13 +26,13 @@ from pathlib import Path
 import numpy as np
 
 from cache.banking import read_labelled, simulate_site
-from cache.decision import compute_features
+from cache.decision import MIN_TOP1_COSINE, calibrated_confidence, compute_features
 from cache.encoder import load_encoder
 from cache.index import build_snapshot
 from cache.normalize import normalize
 from cache.types import Entry, Source
 
-REPORTED_THRESHOLDS = [0.9, 0.95, 0.97, 0.975, 0.98, 0.985, 0.99]
+REPORTED_THRESHOLDS = [0.9, 0.95, 0.97, 0.975, 0.98, 0.985, 0.99, 0.992, 0.995]
 
 
 def _parse_range(text: str) -> list[int]:
@@ -48,6 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--target-precision", type=float, default=0.995)
     parser.add_argument("--model", default="")
     parser.add_argument("--onnx-cache", default="var/cache-models")
+    parser.add_argument(
+        "--shipped-weights", action="store_true", help="check the shipped rule per K; fit nothing"
+    )
     args = parser.parse_args(argv)
 
     train = read_labelled(Path(args.train))
@@ -60,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
 
     features: list[np.ndarray] = []
     labels: list[int] = []
+    phrasings_per_faq: list[int] = []
     for seed in _parse_range(args.seeds):
         for variants in _parse_range(args.variants):
             site = simulate_site(train, variants, args.unknown_intents, seed)
@@ -84,8 +93,12 @@ def main(argv: list[str] | None = None) -> int:
                 group, _, f = compute_features(sims[row], snapshot.row_groups, snapshot.group_rows)
                 features.append(f)
                 labels.append(int(categories[group] == train[query].category))
+                phrasings_per_faq.append(variants)
     x = np.stack(features)
     y = np.array(labels)
+    if args.shipped_weights:
+        report_shipped(x, y, np.array(phrasings_per_faq), args.target_precision)
+        return 0
     model = LogisticRegression(C=10.0, max_iter=5000).fit(x, y)
     probability = model.predict_proba(x)[:, 1]
     order = np.argsort(-probability)
@@ -116,6 +129,28 @@ def main(argv: list[str] | None = None) -> int:
         )
     )
     return 0
+
+
+def report_shipped(x: np.ndarray, y: np.ndarray, k: np.ndarray, target: float) -> None:
+    """Precision of the shipped rule per K at each reported threshold, and the lowest one that
+    reaches the target for every K (pooled over the seeds of that K)."""
+    confidence = np.array([calibrated_confidence(f) for f in x])
+    confidence[x[:, 0] < MIN_TOP1_COSINE] = 0.0  # the floor lookups apply before the threshold
+    ks = sorted({int(v) for v in k})
+    print("threshold  " + "  ".join(f"K={v}: precision / served" for v in ks))
+    lowest_for_all: float | None = None
+    for t in REPORTED_THRESHOLDS:
+        cells, reached = [], True
+        for v in ks:
+            served = (confidence >= t) & (k == v)
+            precision = float(y[served].mean()) if served.any() else 1.0
+            reached &= precision >= target
+            cells.append(f"{precision:.4f} / {served.sum() / (k == v).sum():.4f}")
+        print(f"{t:9.3f}  " + "  ".join(cells))
+        if reached and lowest_for_all is None:
+            lowest_for_all = t
+    print(f"{len(y)} calibration queries")
+    print(json.dumps({"target_precision": target, "lowest_threshold_for_every_k": lowest_for_all}))
 
 
 if __name__ == "__main__":
