@@ -145,7 +145,9 @@ async def close_connection(client_ip: str, connection_id: str) -> None:
 
 
 def _presence_key(conversation_id: str) -> str:
-    return f"chat:presence:{conversation_id}"
+    # Not "chat:presence:": earlier versions kept a counter (a string) under that name, and a
+    # sorted-set command on one left in Redis across an upgrade fails with WRONGTYPE.
+    return f"chat:present:{conversation_id}"
 
 
 async def join_conversation(conversation_id: str, connection_id: str) -> None:

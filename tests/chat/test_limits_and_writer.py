@@ -33,6 +33,17 @@ async def test_presence_is_per_socket_so_a_double_leave_cannot_miscount() -> Non
     assert not await limits.someone_present(conversation)
 
 
+async def test_presence_survives_an_old_counter_left_by_an_earlier_version(
+    redis_url: str,
+) -> None:
+    # given Redis kept across an upgrade, with the old presence counter of a conversation
+    conversation = str(uuid.uuid4())
+    redis_lib.Redis.from_url(redis_url).set(f"chat:presence:{conversation}", 2, ex=3600)
+    # when a socket of that conversation joins again, it is present (no WRONGTYPE)
+    await limits.join_conversation(conversation, "socket-a")
+    assert await limits.someone_present(conversation)
+
+
 async def test_presence_lasts_while_the_socket_talks(monkeypatch: pytest.MonkeyPatch) -> None:
     # given presence that lapses after 1 s without traffic
     monkeypatch.setattr(config, "PRESENCE_TTL_S", 1.0)
