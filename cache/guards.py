@@ -167,8 +167,15 @@ def _number_word_value(match: re.Match[str], pronoun_ones: set[int]) -> str | No
 
 
 def values_agree(question_values: tuple[str, ...], entry_values: tuple[str, ...]) -> bool:
-    """True when a cached answer may be served: the same values, in the same order."""
-    return question_values == entry_values
+    """True when a cached answer may be served: the same values of each kind, in the same
+    order within a kind. Order within a kind matters ("03/04" vs "04/03"); order across kinds
+    does not ("open on Saturday at 9" and "open at 9 on Saturday" ask the same)."""
+    return _by_kind(question_values) == _by_kind(entry_values)
+
+
+def _by_kind(values: tuple[str, ...]) -> tuple[str, ...]:
+    # A stable sort on the kind prefix ("num", "day", ...) keeps each kind's own order.
+    return tuple(sorted(values, key=lambda value: value.split(":", 1)[0]))
 
 
 # Phrases that only make sense inside a conversation. Kept narrow on purpose: each one

@@ -69,6 +69,7 @@ def test_different_values_disagree(question: str, entry: str) -> None:
         ("Refund of 1,50 euros?", "Refund of 1.50 euros?"),
         ("Can I change the blue one?", "How do I change my order?"),
         ("Open on Dec 24?", "open on december 24th"),
+        ("Are you open on Saturday at 9?", "Are you open at 9 on Saturday?"),  # kinds reordered
     ],
 )
 def test_same_values_agree(question: str, entry: str) -> None:
