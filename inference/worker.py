@@ -77,6 +77,13 @@ app.conf.update(
         # Sweep for abandoned tasks often enough to notice them soon after the timeout.
         "unacked_restore_interval": restore_interval_s(VISIBILITY_TIMEOUT_S),
         "unacked_restore_throttle": 1,
+        # kombu keeps unacknowledged deliveries under fixed key names per Redis database, and
+        # its sweep restores every entry older than *this* app's timeout: with the default
+        # names this worker would also re-queue the CPU worker's tasks after 20 s while they
+        # still run. Keys of its own keep the short timeout to inference tasks.
+        "unacked_key": "inference_unacked",
+        "unacked_index_key": "inference_unacked_index",
+        "unacked_mutex_key": "inference_unacked_mutex",
     },
     task_routes={TaskName.FINALIZE_ANSWER.value: {"queue": Queue.CPU.value}},
     task_default_queue=Queue.INFERENCE.value,
