@@ -252,16 +252,24 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def resume_pending(self, unfinished: store.UnfinishedAnswer) -> None:
         """Wait, on this socket, for an answer an earlier socket asked for: its stream, failure
-        or timeout are reported here, with the SLA timers running from the original arrival."""
+        or timeout are reported here, with the SLA timers running from the original arrival.
+
+        Once the holding deadline has passed, the holding reply was the earlier socket's to
+        send: it sent one, or the answer's first text had gone out before the deadline (the
+        database does not record which, so the answer may be streaming right now), or nobody
+        was connected then. A holding reply sent now would stand next to a streaming answer
+        and be stored as a missed SLA, so only the timeout timer is armed.
+        """
         assert self.site is not None
+        arrival = unfinished.received_at.timestamp()
         pending = PendingAnswer(
             message_id=unfinished.message_id,
             client_message_id=unfinished.client_message_id,
             question=unfinished.question,
-            arrival=unfinished.received_at.timestamp(),
+            arrival=arrival,
             received_at=unfinished.received_at,
             suggestions=await answering.suggestions(self.site.id, unfinished.question),
-            holding_sent=unfinished.holding_sent,
+            holding_sent=unfinished.holding_sent or time.time() >= self.holding_at(arrival),
         )
         self.pending[pending.message_id] = pending
         self.start_timers(pending)
@@ -407,15 +415,24 @@ class ChatConsumer(AsyncWebsocketConsumer):
         await answering.send_inference(request)
         pending.requested_here = True
 
-    def start_timers(self, pending: PendingAnswer) -> None:
-        """The SLA guard of one answer: holding reply before the deadline, then the timeout."""
+    def holding_at(self, arrival: float) -> float:
+        """When (unix seconds) the holding reply to a question that arrived at `arrival` is due:
+        just before the site's SLA deadline."""
         assert self.site is not None
-        holding_at = pending.arrival + (self.site.sla_ms - config.HOLDING_REPLY_MARGIN_MS) / 1000.0
+        return arrival + (self.site.sla_ms - config.HOLDING_REPLY_MARGIN_MS) / 1000.0
+
+    def start_timers(self, pending: PendingAnswer) -> None:
+        """The SLA guard of one answer: holding reply before the deadline (unless one is no
+        longer due), then the timeout."""
         timeout_at = pending.arrival + config.ANSWER_TIMEOUT_S
         pending.timers = [
-            _start_task(self._holding_after(pending.message_id, holding_at), "holding timer"),
-            _start_task(self._timeout_after(pending.message_id, timeout_at), "timeout timer"),
+            _start_task(self._timeout_after(pending.message_id, timeout_at), "timeout timer")
         ]
+        if not pending.holding_sent:
+            holding_at = self.holding_at(pending.arrival)
+            pending.timers.append(
+                _start_task(self._holding_after(pending.message_id, holding_at), "holding timer")
+            )
 
     async def feedback(self, feedback: Feedback) -> None:
         assert self.conversation_id is not None

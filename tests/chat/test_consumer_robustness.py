@@ -276,6 +276,60 @@ async def test_resumed_answer_times_out_from_the_original_arrival(
     await second.close()
 
 
+async def test_answer_resumed_mid_stream_gets_no_late_holding_reply(chat_cache) -> None:
+    # given an answer whose text started streaming within the 1 s SLA
+    site = await site_with(sla_ms=1_000)
+    first = Client()
+    await first.connect()
+    welcome = await first.hello(site)
+    asked_at = time.monotonic()
+    ack = await ask(first, NOVEL_QUESTION, cid="streaming")
+    message_id = ack["message_id"]
+    await worker_events(
+        welcome["conversation_id"],
+        {"type": "answer.start", "message_id": message_id},
+        {"type": "answer.delta", "message_id": message_id, "text": "Parrots "},
+    )
+    await first.receive_type("answer.delta")
+    # when the customer opens another page after the SLA deadline, mid-answer
+    await first.close()
+    await asyncio.sleep(max(0.0, asked_at + 1.2 - time.monotonic()))
+    second = Client()
+    await second.connect()
+    await second.hello(site, conversation_id=welcome["conversation_id"])
+    await asyncio.sleep(0.3)  # a holding timer armed on resume would have fired by now
+    await worker_events(
+        welcome["conversation_id"],
+        {"type": "answer.delta", "message_id": message_id, "text": "travel free."},
+        {
+            "type": "answer.end",
+            "message_id": message_id,
+            "result": InferenceResult(
+                conversation_id=welcome["conversation_id"],
+                message_id=message_id,
+                site_id=site.pk,
+                text="Parrots travel free.",
+                finish_reason="stop",
+                prompt_tokens=40,
+                completion_tokens=4,
+                ttft_ms=150.0,
+                total_ms=1500.0,
+                gpu_seconds=0.2,
+            ).to_dict(),
+        },
+    )
+    # then the new page shows the rest of the answer and no holding reply
+    seen = []
+    while not seen or seen[-1]["type"] != "answer.end":
+        seen.append(await second.receive())
+    assert [frame["type"] for frame in seen] == ["answer.delta", "answer.end"]
+    assert seen[-1]["text"] == "Parrots travel free."
+    # and no fallback reply (a missed SLA) is stored for it
+    holding_id = store.reply_id_for(message_id, "holding")
+    assert not await sync_to_async(Message.objects.filter(pk=holding_id).exists)()
+    await second.close()
+
+
 # --- finding: internal errors on a message ---------------------------------------------------
 
 
