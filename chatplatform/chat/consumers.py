@@ -241,7 +241,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self.resume_pending(unfinished)
 
     async def report_failure(self, message_id: str, client_message_id: str) -> None:
-        """Tell a returning customer that an answer failed while they were away."""
+        """Tell the customer that an answer failed: while they were away, or again when they
+        resend its question."""
         frame = error_frame(
             ErrorCode.ANSWER_FAILED,
             f"The assistant could not answer. {answering.UNAVAILABLE_TEXT}",
@@ -333,12 +334,16 @@ class ChatConsumer(AsyncWebsocketConsumer):
             )
         )
         stored = None
+        failed = False
         if not created:
-            # A resend after a reconnect: its answer is finished (send it again) or not.
-            stored = await database_sync_to_async(store.stored_answer)(
-                store.reply_id_for(message_id)
-            )
-        if stored is None and (cached is None or not created):
+            # A resend after a reconnect: its answer is finished (send it again), failed (say so
+            # again: queued again, a worker would skip it and only a late timeout would come)
+            # or still to come.
+            reply_id = store.reply_id_for(message_id)
+            stored = await database_sync_to_async(store.stored_answer)(reply_id)
+            if stored is None:
+                failed = await database_sync_to_async(store.reply_failed)(reply_id)
+        if stored is None and not failed and (cached is None or not created):
             # The model's task is queued before the ack: a crash in between leaves the message
             # un-acked, the widget resends it, and it is queued again here (workers answer a
             # message id once, so a second task for it is harmless).
@@ -353,6 +358,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
         )
         if stored is not None:
             await self.deliver_whole(stored)
+        elif failed:
+            self.forget(message_id)  # its failure event, if still on its way, is reported here
+            await self.report_failure(message_id, message.client_message_id)
         elif created and cached is not None:
             self.turns.append(("user", message.text))
             await self.answer_from_cache(message_id, arrival, cached)

@@ -313,6 +313,11 @@ def stored_answer(reply_id: str) -> dict[str, object] | None:
     return answer_frame(message)
 
 
+def reply_failed(reply_id: str) -> bool:
+    """Whether the model answer `reply_id` failed (refused, failed or timed out)."""
+    return Message.objects.filter(pk=reply_id, state=Message.State.FAILED).exists()
+
+
 @dataclass(frozen=True)
 class UnfinishedAnswer:
     """A model answer still being generated (or lost) when its customer's socket went away."""

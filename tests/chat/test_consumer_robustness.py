@@ -226,6 +226,40 @@ async def test_resume_reports_an_answer_that_failed_while_away_once(
     await third.close()
 
 
+async def test_resent_message_whose_answer_failed_is_reported_failed_not_queued(
+    chat_cache, redis_url: str
+) -> None:
+    # given a question whose answer failed while the customer was away, reported on resume
+    site = await site_with(sla_ms=300)
+    first = Client()
+    await first.connect()
+    welcome = await first.hello(site)
+    ack = await ask(first, NOVEL_QUESTION, cid="failed")
+    request = await wait_for_request(redis_url)
+    await first.close()
+    assert await sync_to_async(finalize_answer)(failed_result(request)) == "failed"
+    second = Client()
+    await second.connect()
+    await second.hello(site, conversation_id=welcome["conversation_id"])
+    assert (await second.receive())["code"] == "answer_failed"
+    # when the widget resends the question (its ack was lost with the first socket)
+    resent = await ask(second, NOVEL_QUESTION, cid="failed")
+    # then it is told at once that the answer failed, against the message
+    assert resent["duplicate"] is True and resent["message_id"] == ack["message_id"]
+    error = await second.receive()
+    assert error["type"] == "error" and error["code"] == "answer_failed"
+    assert error["ref"] == "failed" and error["reply_to"] == ack["message_id"]
+    # and it is not queued again: no holding reply after the 300 ms SLA, no late timeout
+    await asyncio.sleep(0.5)
+    await second.assert_usable()
+    queued = [r["message_id"] for r in queued_inference_requests(redis_url)]
+    assert queued == [ack["message_id"]]
+    assert not await sync_to_async(
+        Message.objects.filter(pk=store.reply_id_for(ack["message_id"], "holding")).exists
+    )()
+    await second.close()
+
+
 async def test_resume_waits_for_an_unfinished_answer_and_reports_its_failure(
     chat_cache, redis_url: str
 ) -> None:
