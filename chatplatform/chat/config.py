@@ -6,48 +6,57 @@ environment (e.g. the load benchmark, which opens hundreds of sockets from one a
 
 from __future__ import annotations
 
-from chatplatform.settings.env import get_from_env
+from chatplatform.settings.env import at_least, get_from_env, positive_float, positive_int
 
 PROTOCOL_VERSION = 1
 
 # A customer question is a few sentences; 2,000 characters is a long complaint. Bigger text is
 # answered with `message_too_long` rather than sent to the cache and model.
-MAX_MESSAGE_CHARS = get_from_env("CHAT_MAX_MESSAGE_CHARS", 2000, int)
+MAX_MESSAGE_CHARS = get_from_env("CHAT_MAX_MESSAGE_CHARS", 2000, positive_int)
 # Whole websocket frame limit (JSON envelope + text + escapes): anything bigger is not a
 # legitimate client frame and is refused before parsing.
 MAX_FRAME_BYTES = 4 * MAX_MESSAGE_CHARS + 1024
 
 # A person types at most a few messages a minute; 20 leaves room for quick-reply clicks.
-MESSAGES_PER_MINUTE_PER_CONVERSATION = get_from_env("CHAT_MESSAGES_PER_MINUTE_PER_CONV", 20, int)
+MESSAGES_PER_MINUTE_PER_CONVERSATION = get_from_env(
+    "CHAT_MESSAGES_PER_MINUTE_PER_CONV", 20, positive_int
+)
 # One address may be an office behind NAT: a few dozen customers typing at once.
-MESSAGES_PER_MINUTE_PER_IP = get_from_env("CHAT_MESSAGES_PER_MINUTE_PER_IP", 120, int)
+MESSAGES_PER_MINUTE_PER_IP = get_from_env("CHAT_MESSAGES_PER_MINUTE_PER_IP", 120, positive_int)
 # Open sockets per address: several tabs for each of a few dozen people behind one NAT.
-CONNECTIONS_PER_IP = get_from_env("CHAT_CONNECTIONS_PER_IP", 50, int)
+CONNECTIONS_PER_IP = get_from_env("CHAT_CONNECTIONS_PER_IP", 50, positive_int)
 # Other frames (hello, feedback, handoff, ping) per socket: a widget sends one hello, a ping
 # every 4 minutes and a few feedback clicks; 30 a minute is far above that and still stops a
 # script from flooding the database and the cache with feedback.
-FRAMES_PER_MINUTE_PER_CONNECTION = get_from_env("CHAT_FRAMES_PER_MINUTE_PER_CONN", 30, int)
+FRAMES_PER_MINUTE_PER_CONNECTION = get_from_env("CHAT_FRAMES_PER_MINUTE_PER_CONN", 30, positive_int)
 # The same per address: the CONNECTIONS_PER_IP sockets behind one NAT, a few frames each.
-FRAMES_PER_MINUTE_PER_IP = get_from_env("CHAT_FRAMES_PER_MINUTE_PER_IP", 300, int)
+FRAMES_PER_MINUTE_PER_IP = get_from_env("CHAT_FRAMES_PER_MINUTE_PER_IP", 300, positive_int)
 # A socket whose web process died never says goodbye: it stops counting against its address
 # this long after its last frame. A socket silent this long is closed by the server (the
 # widget pings every 4 minutes while open), so a socket that no longer counts is not open.
-CONNECTION_COUNT_TTL_S = get_from_env("CHAT_IDLE_TIMEOUT_S", 600.0, float)
+# The widget pings every WIDGET_PING_INTERVAL_S (PING_EVERY_MS in static/widget.js): a timeout
+# shorter than two pings would close open widgets whose customer is only reading.
+WIDGET_PING_INTERVAL_S = 240
+CONNECTION_COUNT_TTL_S = get_from_env(
+    "CHAT_IDLE_TIMEOUT_S",
+    600.0,
+    at_least(2 * WIDGET_PING_INTERVAL_S, "two of the widget's pings"),
+)
 # Same for "someone is connected to this conversation" (refreshed by the same traffic).
 PRESENCE_TTL_S = CONNECTION_COUNT_TTL_S
 
 # The holding reply must reach the customer inside the SLA: it is sent this long before the
 # deadline if no token has arrived (covers FAQ suggestion lookup + send on a loaded box).
-HOLDING_REPLY_MARGIN_MS = get_from_env("CHAT_HOLDING_REPLY_MARGIN_MS", 80, int)
+HOLDING_REPLY_MARGIN_MS = get_from_env("CHAT_HOLDING_REPLY_MARGIN_MS", 80, positive_int)
 # After the holding reply the answer still follows; past this we give up and say so.
-ANSWER_TIMEOUT_S = get_from_env("CHAT_ANSWER_TIMEOUT_S", 60.0, float)
+ANSWER_TIMEOUT_S = get_from_env("CHAT_ANSWER_TIMEOUT_S", 60.0, positive_float)
 # A customer whose socket dropped usually comes back within seconds (reload, flaky network);
 # only when nobody is connected to the conversation after this do we cancel its generation.
-CANCEL_GRACE_S = get_from_env("CHAT_CANCEL_GRACE_S", 15.0, float)
+CANCEL_GRACE_S = get_from_env("CHAT_CANCEL_GRACE_S", 15.0, positive_float)
 CANCEL_KEY_TTL_S = 600  # longer than any request can live in a worker
 
 # Answers from the model are short support replies: bounded cost and latency per message.
-MAX_NEW_TOKENS = get_from_env("CHAT_MAX_NEW_TOKENS", 96, int)
+MAX_NEW_TOKENS = get_from_env("CHAT_MAX_NEW_TOKENS", 96, positive_int)
 # How much of the conversation goes into the prompt (the prompt builder trims further).
 PROMPT_HISTORY_TURNS = 6
 # FAQ entries offered as grounding to the model and as suggestions in a holding reply.

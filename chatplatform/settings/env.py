@@ -42,6 +42,26 @@ def positive_float(value: str) -> float:
     return number
 
 
+def positive_int(value: str) -> int:
+    """A whole number above 0 (a size or a count limit: 0 or less would refuse everything)."""
+    number = int(value)
+    if number <= 0:
+        raise ValueError(f"expected a whole number above 0, got {value!r}")
+    return number
+
+
+def at_least(minimum: float, why: str) -> Callable[[str], float]:
+    """A cast to a finite number no smaller than `minimum` (the reason goes in the error)."""
+
+    def cast(value: str) -> float:
+        number = float(value)
+        if not math.isfinite(number) or number < minimum:
+            raise ValueError(f"expected at least {minimum:g} ({why}), got {value!r}")
+        return number
+
+    return cast
+
+
 def one_of(*choices: str) -> Callable[[str], str]:
     """A cast that accepts only the given words (case-insensitive)."""
 

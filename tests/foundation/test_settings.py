@@ -94,3 +94,37 @@ def test_positive_float_refuses_what_cannot_be_a_cost(
         get_from_env("GPU_COST_PER_HOUR", 2.5, positive_float)
     monkeypatch.setenv("GPU_COST_PER_HOUR", "3.2")
     assert get_from_env("GPU_COST_PER_HOUR", 2.5, positive_float) == 3.2
+
+
+def import_chat_config(env_overrides: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """Import the chat's limits in a fresh process, as a web process does at start."""
+    return subprocess.run(
+        [sys.executable, "-c", "import chatplatform.chat.config"],
+        cwd=REPO,
+        env={**os.environ, **env_overrides},
+        capture_output=True,
+        text=True,
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("CHAT_MAX_MESSAGE_CHARS", "0"),
+        ("CHAT_MESSAGES_PER_MINUTE_PER_IP", "-5"),
+        ("CHAT_CONNECTIONS_PER_IP", "many"),
+        ("CHAT_ANSWER_TIMEOUT_S", "nan"),
+        # shorter than two of the widget's 4-minute pings: open widgets would be closed
+        ("CHAT_IDLE_TIMEOUT_S", "240"),
+        ("CHAT_IDLE_TIMEOUT_S", "0"),
+    ],
+)
+def test_chat_limit_that_would_refuse_everyone_fails_at_start(name: str, value: str) -> None:
+    result = import_chat_config({name: value})
+    assert result.returncode != 0
+    assert f"Setting {name}={value!r} is invalid" in result.stderr
+
+
+def test_chat_limits_accept_sensible_values() -> None:
+    result = import_chat_config({"CHAT_IDLE_TIMEOUT_S": "900", "CHAT_MAX_MESSAGE_CHARS": "500"})
+    assert result.returncode == 0, result.stderr
