@@ -49,18 +49,16 @@ async def allow_message(conversation_id: str, client_ip: str, connection_id: str
     or "ip"). One round trip: both window counters, and the sender's socket and presence on
     the conversation are marked live."""
     window = int(time.time()) // WINDOW_S
-    conversation_key = f"{_KEY_PREFIX}:conv:{conversation_id}:{window}"
-    ip_key = f"{_KEY_PREFIX}:ip:{client_ip}:{window}"
-    async with redis_client().pipeline(transaction=True) as pipe:
-        pipe.incr(conversation_key)
-        pipe.expire(conversation_key, WINDOW_S * 2)
-        pipe.incr(ip_key)
-        pipe.expire(ip_key, WINDOW_S * 2)
-        _queue_touch(pipe, client_ip, connection_id, conversation_id)
-        per_conversation, _, per_ip, *_ = await pipe.execute()
-    if int(per_conversation) > config.MESSAGES_PER_MINUTE_PER_CONVERSATION:
+    per_conversation, per_ip = await _count_and_touch(
+        f"{_KEY_PREFIX}:conv:{conversation_id}:{window}",
+        f"{_KEY_PREFIX}:ip:{client_ip}:{window}",
+        client_ip,
+        connection_id,
+        conversation_id,
+    )
+    if per_conversation > config.MESSAGES_PER_MINUTE_PER_CONVERSATION:
         return "conversation"
-    if int(per_ip) > config.MESSAGES_PER_MINUTE_PER_IP:
+    if per_ip > config.MESSAGES_PER_MINUTE_PER_IP:
         return "ip"
     return None
 
@@ -72,20 +70,36 @@ async def allow_frame(
     go on, else which limit it broke ("connection" or "ip"). One round trip, which also marks
     the socket (and its presence on its conversation) live."""
     window = int(time.time()) // WINDOW_S
-    connection_key = f"{_KEY_PREFIX}:frames:conn:{connection_id}:{window}"
-    ip_key = f"{_KEY_PREFIX}:frames:ip:{client_ip}:{window}"
-    async with redis_client().pipeline(transaction=True) as pipe:
-        pipe.incr(connection_key)
-        pipe.expire(connection_key, WINDOW_S * 2)
-        pipe.incr(ip_key)
-        pipe.expire(ip_key, WINDOW_S * 2)
-        _queue_touch(pipe, client_ip, connection_id, conversation_id)
-        per_connection, _, per_ip, *_ = await pipe.execute()
-    if int(per_connection) > config.FRAMES_PER_MINUTE_PER_CONNECTION:
+    per_connection, per_ip = await _count_and_touch(
+        f"{_KEY_PREFIX}:frames:conn:{connection_id}:{window}",
+        f"{_KEY_PREFIX}:frames:ip:{client_ip}:{window}",
+        client_ip,
+        connection_id,
+        conversation_id,
+    )
+    if per_connection > config.FRAMES_PER_MINUTE_PER_CONNECTION:
         return "connection"
-    if int(per_ip) > config.FRAMES_PER_MINUTE_PER_IP:
+    if per_ip > config.FRAMES_PER_MINUTE_PER_IP:
         return "ip"
     return None
+
+
+async def _count_and_touch(
+    own_key: str,
+    ip_key: str,
+    client_ip: str,
+    connection_id: str,
+    conversation_id: str | None,
+) -> tuple[int, int]:
+    """Add one to two window counters (this sender's and its address's) and mark the socket
+    live, in one transaction; returns the two counts."""
+    async with redis_client().pipeline(transaction=True) as pipe:
+        for key in (own_key, ip_key):
+            pipe.incr(key)
+            pipe.expire(key, WINDOW_S * 2)
+        _queue_touch(pipe, client_ip, connection_id, conversation_id)
+        own, _, per_ip, *_ = await pipe.execute()
+    return int(own), int(per_ip)
 
 
 def _queue_touch(
