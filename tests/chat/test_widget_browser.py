@@ -400,3 +400,62 @@ def test_feedback_while_disconnected_is_not_shown_as_given(probed_shop) -> None:
     helpful.click()
     assert helpful.get_attribute("aria-pressed") == "true"
     eventually(lambda: Message.objects.filter(source="faq", feedback=1).exists(), "the feedback")
+
+
+def refuse_hellos_from(redis_url: str, address: str) -> list[str]:
+    """Put `address` over its per-minute limit of non-message frames (a hello is one), so the
+    real server refuses its hellos with rate_limited; returns the counters to delete to lift it.
+    Both the current and the next window are set, in case the minute turns during the test."""
+    import redis as redis_lib
+
+    from chatplatform.chat import config, limits
+
+    window = int(time.time()) // limits.WINDOW_S
+    keys = [f"{limits._KEY_PREFIX}:frames:ip:{address}:{w}" for w in (window, window + 1)]
+    client = redis_lib.Redis.from_url(redis_url)
+    for key in keys:
+        client.set(key, config.FRAMES_PER_MINUTE_PER_IP, ex=limits.WINDOW_S * 2)
+    return keys
+
+
+def hellos_sent(page) -> int:
+    return page.evaluate("() => window.__sent.filter((f) => f.type === 'hello').length")
+
+
+def test_hello_refused_for_a_while_is_said_again_until_welcomed(shop, redis_url: str) -> None:
+    import redis as redis_lib
+
+    page, _ = shop
+    # given a server that refuses hellos from this address for now (rate_limited)
+    keys = refuse_hellos_from(redis_url, "127.0.0.1")
+    page.add_init_script(SOCKET_PROBE)
+    page.reload()
+    # when the widget's hello is refused, it says hello again on a new socket (backing off)
+    page.wait_for_function(
+        "() => window.__sent.filter((f) => f.type === 'hello').length >= 2", timeout=10_000
+    )
+    assert page.evaluate("() => window.__sockets.length") >= 2
+    page.locator("#cs-chat-widget .status").wait_for(state="visible")  # "Reconnecting..."
+    # then once the limit lifts, the next hello is welcomed and the chat works
+    redis_lib.Redis.from_url(redis_url).delete(*keys)
+    page.locator("#cs-chat-widget .quick button").first.wait_for(timeout=30_000)  # welcomed
+    page.locator("#cs-chat-widget .status").wait_for(state="hidden")
+    assert page.locator("#cs-chat-widget .msg.notice").count() == 0  # a passing refusal
+    ask(page, "How long does shipping take?")
+    wait_for_answers(page, 2)
+
+
+def test_hello_refused_for_good_stops_reconnecting(shop) -> None:
+    page, site = shop
+    # given a site that no longer allows the shop's origin
+    site.allowed_origins = ["https://elsewhere.example"]
+    site.save()
+    page.add_init_script(SOCKET_PROBE)
+    page.reload()
+    # when the widget's hello is refused with origin_not_allowed
+    page.locator("#cs-chat-widget .msg.notice").filter(has_text="origin_not_allowed").wait_for()
+    # then it says so and does not hammer the server with more hellos
+    page.locator("#cs-chat-widget .status").filter(has_text="Chat unavailable").wait_for()
+    time.sleep(2.0)  # two backoff periods at the shortest
+    assert hellos_sent(page) == 1
+    assert page.evaluate("() => window.__sockets.length") == 1

@@ -31,6 +31,12 @@
   // back to the customer like a refused one.
   var RETRY_LIMIT = 3;
   var RETRY_BASE_MS = 1000;
+  // A hello refused with one of these will be refused again however often it is sent (the key,
+  // the page's origin or the protocol version is wrong): the widget shows the error and stops
+  // reconnecting until the page is loaded again. Any other refusal (rate_limited,
+  // internal_error...) passes: the socket is closed and the reconnect's backoff tries again.
+  var HELLO_REFUSED_FOR_GOOD = ["unknown_site", "origin_not_allowed", "unsupported_version",
+                                "bad_field"];
 
   var STYLE = [
     // !important: a host page rule that matches our host element (`*`, `div`) would otherwise
@@ -286,6 +292,7 @@
 
   var socket = null;
   var ready = false; // welcome received
+  var refused = false; // the hello was refused for good: no more reconnects (see above)
   var attempts = 0;
   var streaming = {}; // answer id -> text so far
 
@@ -302,6 +309,10 @@
     });
     socket.addEventListener("close", function () {
       ready = false;
+      if (refused) {
+        setStatus("Chat unavailable");
+        return;
+      }
       var delay = Math.min(BACKOFF_MAX_MS, BACKOFF_MIN_MS * Math.pow(2, attempts));
       delay = delay / 2 + Math.random() * delay / 2; // jitter: clients don't return in lockstep
       attempts += 1;
@@ -355,7 +366,22 @@
     return true;
   }
 
+  // An error before the welcome answers the hello (or refuses the socket): the socket is of no
+  // use until a hello succeeds. Close it, so that the reconnect (with its growing backoff) says
+  // hello again on a new one, unless the refusal is for good.
+  function helloRefused(frame) {
+    if (HELLO_REFUSED_FOR_GOOD.indexOf(frame.code) !== -1) {
+      refused = true;
+      notice(frame.message + " (" + frame.code + ")");
+    }
+    socket.close();
+  }
+
   function handleError(frame) {
+    if (!ready) {
+      helloRefused(frame);
+      return;
+    }
     if (frame.reply_to) {
       // An answer failed (the question itself is stored): stop waiting for it.
       setTyping(false);
