@@ -64,6 +64,8 @@ class PendingAnswer:
     # Whether this socket queued the model task. False for an answer rebuilt on resume (an
     # earlier socket asked) or whose queueing failed: a resend of its question queues it.
     requested_here: bool = False
+    # Whether an earlier socket was waiting for it first (rebuilt on resume).
+    resumed: bool = False
     timers: list[asyncio.Task[None]] = field(default_factory=list)
 
 
@@ -271,6 +273,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             received_at=unfinished.received_at,
             suggestions=await answering.suggestions(self.site.id, unfinished.question),
             holding_sent=unfinished.holding_sent or time.time() >= self.holding_at(arrival),
+            resumed=True,
         )
         self.pending[pending.message_id] = pending
         self.start_timers(pending)
@@ -558,8 +561,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
         reply_id = store.reply_id_for(message_id)
         pending = self.pending.get(message_id)
         ttft_ms, total_ms = result.ttft_ms, result.total_ms
-        if pending is not None:
+        if pending is not None and not pending.resumed:
             # What the customer saw, measured here: arrival -> first text sent, -> end sent.
+            # (A resumed answer may have started streaming on the earlier socket: the worker's
+            # timings, from the same arrival, are the ones to keep.)
             total_ms = answering.ms_since(pending.arrival)
             first = pending.first_text_at or time.time()
             ttft_ms = (first - pending.arrival) * 1000.0

@@ -358,6 +358,8 @@ async def test_answer_resumed_mid_stream_gets_no_late_holding_reply(chat_cache) 
         seen.append(await second.receive())
     assert [frame["type"] for frame in seen] == ["answer.delta", "answer.end"]
     assert seen[-1]["text"] == "Parrots travel free."
+    # with the worker's time to first token (the first text went out on the earlier socket)
+    assert seen[-1]["ttft_ms"] == 150.0
     # and no fallback reply (a missed SLA) is stored for it
     holding_id = store.reply_id_for(message_id, "holding")
     assert not await sync_to_async(Message.objects.filter(pk=holding_id).exists)()
