@@ -459,3 +459,6 @@ def test_hello_refused_for_good_stops_reconnecting(shop) -> None:
     time.sleep(2.0)  # two backoff periods at the shortest
     assert hellos_sent(page) == 1
     assert page.evaluate("() => window.__sockets.length") == 1
+    # and nothing can be typed into a chat that will not connect
+    assert page.locator("#cs-chat-widget textarea").is_disabled()
+    assert page.get_by_role("button", name="Send").is_disabled()

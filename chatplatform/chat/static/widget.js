@@ -311,6 +311,11 @@
       ready = false;
       if (refused) {
         setStatus("Chat unavailable");
+        // Nothing typed now could be sent: say so in the input instead of queueing it.
+        input.disabled = true;
+        sendButton.disabled = true;
+        quick.querySelectorAll("button").forEach(function (b) { b.disabled = true; });
+        input.placeholder = "Chat unavailable on this page";
         return;
       }
       var delay = Math.min(BACKOFF_MAX_MS, BACKOFF_MIN_MS * Math.pow(2, attempts));
