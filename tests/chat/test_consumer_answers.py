@@ -30,6 +30,14 @@ async def site_with(**kwargs: Any):
     return await sync_to_async(make_site)(**kwargs)
 
 
+async def open_chat(site, conversation_id: str | None = None) -> tuple[Client, dict[str, Any]]:
+    """A new socket that said hello (resuming `conversation_id` when given), and its welcome."""
+    chat = Client()
+    await chat.connect()
+    welcome = await chat.hello(site, conversation_id=conversation_id)
+    return chat, welcome
+
+
 async def ask(client: Client, text: str, cid: str = "c1") -> dict[str, Any]:
     await client.send({"type": "message", "client_message_id": cid, "text": text})
     ack = await client.receive_type("ack")
@@ -198,9 +206,7 @@ async def test_refused_request_is_an_error_with_suggestions(client: Client, chat
 async def test_resume_delivers_an_answer_finished_while_away(chat_cache, redis_url: str) -> None:
     # given a customer who asked, then lost the connection before the answer came
     site = await site_with(sla_ms=10_000)
-    first = Client()
-    await first.connect()
-    welcome = await first.hello(site)
+    first, welcome = await open_chat(site)
     ack = await ask(first, NOVEL_QUESTION)
     request = await wait_for_request(redis_url)
     await first.close()
@@ -208,9 +214,7 @@ async def test_resume_delivers_an_answer_finished_while_away(chat_cache, redis_u
     outcome = await sync_to_async(finalize_answer)(result_for(request, "Parrots travel free."))
     assert outcome == "stored"
     # then reconnecting with the conversation id delivers it
-    second = Client()
-    await second.connect()
-    resumed = await second.hello(site, conversation_id=welcome["conversation_id"])
+    second, resumed = await open_chat(site, conversation_id=welcome["conversation_id"])
     assert resumed["resumed"] is True
     answer = await second.receive_type("answer")
     assert answer["text"] == "Parrots travel free." and answer["reply_to"] == ack["message_id"]
@@ -225,16 +229,12 @@ async def test_answer_stored_reaches_a_socket_that_missed_the_stream(
     chat_cache, redis_url: str
 ) -> None:
     site = await site_with(sla_ms=10_000)
-    first = Client()
-    await first.connect()
-    welcome = await first.hello(site)
+    first, welcome = await open_chat(site)
     await ask(first, NOVEL_QUESTION)
     request = await wait_for_request(redis_url)
     await first.close()
     # the customer is back before the answer is finished (nothing to resume yet) ...
-    second = Client()
-    await second.connect()
-    await second.hello(site, conversation_id=welcome["conversation_id"])
+    second, _ = await open_chat(site, conversation_id=welcome["conversation_id"])
     # ... and the finalize task's notice brings the answer to them
     await sync_to_async(finalize_answer)(result_for(request, "Yes, in a cage."))
     answer = await second.receive_type("answer")
@@ -359,15 +359,11 @@ async def test_abandoned_answer_is_cancelled_after_the_grace_period(
 async def test_resent_unanswered_message_is_queued_again(chat_cache, redis_url: str) -> None:
     # given a question whose model task may have been lost with its web process
     site = await site_with(sla_ms=10_000)
-    first = Client()
-    await first.connect()
-    welcome = await first.hello(site)
+    first, welcome = await open_chat(site)
     ack = await ask(first, NOVEL_QUESTION, cid="again")
     await first.close()
     # when the widget resends it (it never saw the ack) on a new socket
-    second = Client()
-    await second.connect()
-    await second.hello(site, conversation_id=welcome["conversation_id"])
+    second, _ = await open_chat(site, conversation_id=welcome["conversation_id"])
     resent = await ask(second, NOVEL_QUESTION, cid="again")
     # then it is the same stored message, and its task is queued again (workers answer once)
     assert resent["duplicate"] is True and resent["message_id"] == ack["message_id"]

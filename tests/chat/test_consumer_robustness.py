@@ -17,19 +17,17 @@ from chatplatform.chat import answering, config, consumers, store, writer
 from chatplatform.chat.tasks import finalize_answer
 from chatplatform.conversations.models import Message
 from inference.contracts import InferenceResult
-from tests.chat.conftest import Client, make_site, queued_inference_requests
+from tests.chat.conftest import Client, queued_inference_requests
 from tests.chat.test_consumer_answers import (
     NOVEL_QUESTION,
     ask,
+    open_chat,
+    site_with,
     wait_for_request,
     worker_events,
 )
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.asyncio(loop_scope="session")]
-
-
-async def site_with(**kwargs: Any):
-    return await sync_to_async(make_site)(**kwargs)
 
 
 def fail_once(real: Any, error: Exception) -> Any:
@@ -202,26 +200,20 @@ async def test_resume_reports_an_answer_that_failed_while_away_once(
 ) -> None:
     # given a customer who asked, then reloaded while the model failed
     site = await site_with(sla_ms=10_000)
-    first = Client()
-    await first.connect()
-    welcome = await first.hello(site)
+    first, welcome = await open_chat(site)
     ack = await ask(first, NOVEL_QUESTION, cid="lost")
     request = await wait_for_request(redis_url)
     await first.close()
     assert await sync_to_async(finalize_answer)(failed_result(request)) == "failed"
     # when they come back
-    second = Client()
-    await second.connect()
-    await second.hello(site, conversation_id=welcome["conversation_id"])
+    second, _ = await open_chat(site, conversation_id=welcome["conversation_id"])
     # then the failure is reported against their message
     error = await second.receive()
     assert error["type"] == "error" and error["code"] == "answer_failed"
     assert error["ref"] == "lost" and error["reply_to"] == ack["message_id"]
     await second.close()
     # and only once
-    third = Client()
-    await third.connect()
-    await third.hello(site, conversation_id=welcome["conversation_id"])
+    third, _ = await open_chat(site, conversation_id=welcome["conversation_id"])
     await third.assert_usable()
     await third.close()
 
@@ -231,16 +223,12 @@ async def test_resent_message_whose_answer_failed_is_reported_failed_not_queued(
 ) -> None:
     # given a question whose answer failed while the customer was away, reported on resume
     site = await site_with(sla_ms=300)
-    first = Client()
-    await first.connect()
-    welcome = await first.hello(site)
+    first, welcome = await open_chat(site)
     ack = await ask(first, NOVEL_QUESTION, cid="failed")
     request = await wait_for_request(redis_url)
     await first.close()
     assert await sync_to_async(finalize_answer)(failed_result(request)) == "failed"
-    second = Client()
-    await second.connect()
-    await second.hello(site, conversation_id=welcome["conversation_id"])
+    second, _ = await open_chat(site, conversation_id=welcome["conversation_id"])
     assert (await second.receive())["code"] == "answer_failed"
     # when the widget resends the question (its ack was lost with the first socket)
     resent = await ask(second, NOVEL_QUESTION, cid="failed")
@@ -265,14 +253,10 @@ async def test_resume_waits_for_an_unfinished_answer_and_reports_its_failure(
 ) -> None:
     # given a customer who asked, then reloaded before the model answered
     site = await site_with(sla_ms=10_000)
-    first = Client()
-    await first.connect()
-    welcome = await first.hello(site)
+    first, welcome = await open_chat(site)
     ack = await ask(first, NOVEL_QUESTION, cid="waiting")
     await first.close()
-    second = Client()
-    await second.connect()
-    await second.hello(site, conversation_id=welcome["conversation_id"])
+    second, _ = await open_chat(site, conversation_id=welcome["conversation_id"])
     # when the worker then refuses the request
     await worker_events(
         welcome["conversation_id"],
@@ -291,16 +275,12 @@ async def test_resumed_answer_times_out_from_the_original_arrival(
 ) -> None:
     monkeypatch.setattr(config, "ANSWER_TIMEOUT_S", 1.5)
     site = await site_with(sla_ms=10_000)
-    first = Client()
-    await first.connect()
-    welcome = await first.hello(site)
+    first, welcome = await open_chat(site)
     asked_at = time.monotonic()
     ack = await ask(first, NOVEL_QUESTION, cid="slow")
     await first.close()
     await asyncio.sleep(0.5)
-    second = Client()
-    await second.connect()
-    await second.hello(site, conversation_id=welcome["conversation_id"])
+    second, _ = await open_chat(site, conversation_id=welcome["conversation_id"])
     error = await second.receive_type("error", timeout=5)
     assert error["code"] == "answer_timeout" and error["reply_to"] == ack["message_id"]
     # measured from when the question arrived, not from the reconnect (+0.5 s)
@@ -313,9 +293,7 @@ async def test_resumed_answer_times_out_from_the_original_arrival(
 async def test_answer_resumed_mid_stream_gets_no_late_holding_reply(chat_cache) -> None:
     # given an answer whose text started streaming within the 1 s SLA
     site = await site_with(sla_ms=1_000)
-    first = Client()
-    await first.connect()
-    welcome = await first.hello(site)
+    first, welcome = await open_chat(site)
     asked_at = time.monotonic()
     ack = await ask(first, NOVEL_QUESTION, cid="streaming")
     message_id = ack["message_id"]
@@ -328,9 +306,7 @@ async def test_answer_resumed_mid_stream_gets_no_late_holding_reply(chat_cache) 
     # when the customer opens another page after the SLA deadline, mid-answer
     await first.close()
     await asyncio.sleep(max(0.0, asked_at + 1.2 - time.monotonic()))
-    second = Client()
-    await second.connect()
-    await second.hello(site, conversation_id=welcome["conversation_id"])
+    second, _ = await open_chat(site, conversation_id=welcome["conversation_id"])
     await asyncio.sleep(0.3)  # a holding timer armed on resume would have fired by now
     await worker_events(
         welcome["conversation_id"],
