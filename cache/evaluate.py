@@ -1,7 +1,7 @@
 """Evaluation of the cache's decision rule on a labelled question set (e.g. Banking77).
 
     python -m cache.evaluate --train TRAIN.csv --test TEST.csv --variants K \
-        --unknown-intents U --seed S [--rule calibrated|cosine] [--threshold T]
+        --unknown-intents U --seed S [--rule calibrated|cosine] [--threshold T] [--audit]
 
 Builds one FAQ per category (cache/banking.py), syncs them into a real SemanticCache on a
 real Redis (a throwaway redis-server unless --redis-url is given), looks up every test
@@ -9,6 +9,13 @@ question through `SemanticCache.lookup` (the consumer's code path, one caller), 
 the precision of hits, the hit rate on known categories, the false-hit rate on unknown ones,
 lookup latency p50/p99 and the precision/hit-rate curve over thresholds. The last line is
 one JSON object.
+
+With --audit it also lists every wrong hit with what the labelled training set says about it:
+the categories of the question's 10 nearest training questions (all of them, not only the
+site's phrasings). A wrong hit whose neighbours mostly carry the served FAQ's category is one
+where the data set labels near-identical questions the way the cache answered (Banking77 has
+overlapping intents and some mislabelled questions). `precision` is never adjusted for it; the
+count is printed beside it as `wrong_hits_agreeing_with_training_labels`.
 """
 
 from __future__ import annotations
@@ -18,24 +25,30 @@ import json
 import sys
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from cache.banking import read_labelled, simulate_site
+from cache.banking import Labelled, read_labelled, simulate_site
 from cache.config import CacheConfig
 from cache.decision import RULE_CALIBRATED, RULE_COSINE, SHIPPED_MIN_CONFIDENCE
-from cache.encoder import load_encoder
+from cache.encoder import Encoder, load_encoder
 from cache.service import SemanticCache
 from cache.types import LookupResult
 
 SITE = "eval"
 DEFAULT_ONNX_CACHE = Path("var/cache-models")
+# Nearest training questions the audit reads per wrong hit; "agreeing" means more than half.
+AUDIT_NEIGHBOURS = 10
 
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
+    question: str
+    category: str
+    served_category: str | None  # the FAQ served on a hit (None on a miss)
     known: bool
     hit: bool
     correct: bool  # the served (or, on a miss, the candidate) FAQ has the question's category
@@ -71,11 +84,43 @@ def curve(outcomes: list[Outcome], thresholds: list[float]) -> list[tuple[float,
     return points
 
 
-def outcome_of(result: LookupResult, category: str, faq_category: dict[int, str], known: bool):
+def outcome_of(
+    result: LookupResult, row: Labelled, faq_category: dict[int, str], known: bool
+) -> Outcome:
     faq_id = result.faq_id if result.hit else result.candidate_faq_id
-    correct = faq_id is not None and faq_category.get(faq_id) == category
+    correct = faq_id is not None and faq_category.get(faq_id) == row.category
     eligible = result.hit or result.reason == "low_confidence"
-    return Outcome(known, result.hit, correct, result.confidence, eligible)
+    served = faq_category.get(result.faq_id) if result.hit and result.faq_id is not None else None
+    return Outcome(
+        row.text, row.category, served, known, result.hit, correct, result.confidence, eligible
+    )
+
+
+def audit_wrong_hits(outcomes: list[Outcome], train: list[Labelled], encoder: Encoder) -> int:
+    """Print each wrong hit with the categories of its nearest training questions; return how
+    many of them the training labels side with (most neighbours carry the served category)."""
+    wrong = [o for o in outcomes if o.hit and not o.correct]
+    print(f"wrong hits: {len(wrong)}")
+    if not wrong:
+        return 0
+    train_vectors = np.concatenate(
+        [encoder.encode([r.text for r in train[i : i + 64]]) for i in range(0, len(train), 64)]
+    )
+    sims = encoder.encode([o.question for o in wrong]) @ train_vectors.T
+    agreeing = 0
+    for outcome, row in zip(wrong, sims, strict=True):
+        nearest = np.argsort(-row)[:AUDIT_NEIGHBOURS]
+        counts = Counter(train[i].category for i in nearest)
+        agrees = counts[outcome.served_category or ""] * 2 > AUDIT_NEIGHBOURS
+        agreeing += agrees
+        label = outcome.category + ("" if outcome.known else ", no FAQ")
+        print(
+            f"  {outcome.question!r} [{label}] served {outcome.served_category} "
+            f"(confidence {outcome.confidence:.4f}); {AUDIT_NEIGHBOURS} nearest training "
+            f"questions: {dict(counts.most_common())}"
+            + ("  <- training labels agree with the answer served" if agrees else "")
+        )
+    return agreeing
 
 
 def run(args: argparse.Namespace, redis_url: str) -> dict[str, object]:
@@ -109,7 +154,7 @@ def run(args: argparse.Namespace, redis_url: str) -> dict[str, object]:
             result = cache.lookup(SITE, row.text)
             latencies.append((time.perf_counter() - began) * 1000.0)
             known = row.category not in site.unknown
-            outcomes.append(outcome_of(result, row.category, faq_category, known))
+            outcomes.append(outcome_of(result, row, faq_category, known))
     finally:
         keys = list(cache.redis.scan_iter(match=f"{config.key_prefix}:*", count=1000))
         for start in range(0, len(keys), 1000):
@@ -136,8 +181,13 @@ def run(args: argparse.Namespace, redis_url: str) -> dict[str, object]:
     print("threshold  precision  hit_rate")
     for t, precision, hit_rate in curve(outcomes, grid):
         print(f"{t:9.3f}  {precision:9.4f}  {hit_rate:8.4f}")
+    audit: dict[str, int] = {}
+    if args.audit:
+        agreeing = audit_wrong_hits(outcomes, train, encoder)
+        audit = {"wrong_hits_agreeing_with_training_labels": agreeing}
     return {
         **summary,
+        **audit,
         "rule": args.rule,
         "threshold": threshold,
         "variants": args.variants,
@@ -158,6 +208,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--redis-url", default=None, help="default: a throwaway redis-server")
     parser.add_argument("--model", default="", help="model directory; default: bundled MiniLM")
     parser.add_argument("--onnx-cache", default=str(DEFAULT_ONNX_CACHE))
+    parser.add_argument(
+        "--audit", action="store_true", help="list wrong hits with their training-set neighbours"
+    )
     args = parser.parse_args(argv)
     if args.redis_url:
         result = run(args, args.redis_url)
