@@ -88,6 +88,13 @@ class EmbeddingService:
                     batch.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
+            # A caller that gave up (an async lookup cancelled when its chat closed) cancelled
+            # its future: drop it here, since setting a cancelled future's result raises and
+            # would end this thread, leaving every later lookup of the process waiting forever.
+            # A future marked running can no longer be cancelled, so the results below land.
+            batch = [item for item in batch if item[1].set_running_or_notify_cancel()]
+            if not batch:
+                continue
             texts = list(dict.fromkeys(text for text, _ in batch))
             try:
                 vectors = dict(zip(texts, self.encoder.encode(texts), strict=True))

@@ -139,6 +139,24 @@ class SiteIndex:
             self._dirty = True
             return removed
 
+    def drop_expired(self, now: float) -> int:
+        """Forget entries whose TTL passed (Redis expires their hash without a change).
+
+        Without this an expired entry that nobody asks about again would stay in `entries`
+        for the life of the process, holding memory and rows of the process's bound.
+        """
+        with self._lock:
+            expired = [
+                entry_id
+                for entry_id, entry in self.entries.items()
+                if entry.expires_at is not None and entry.expires_at <= now
+            ]
+            for entry_id in expired:
+                del self.entries[entry_id]
+            if expired:
+                self._dirty = True
+            return len(expired)
+
     @property
     def dirty(self) -> bool:
         return self._dirty

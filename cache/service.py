@@ -52,6 +52,8 @@ logger = logging.getLogger(__name__)
 # Site ids become part of Redis keys and entry ids: keep them to a safe alphabet.
 _SITE_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 MAX_SUGGESTIONS = 10
+# Near misses kept in memory while Redis is away (newest kept): bounds a long outage's cost.
+MAX_BUFFERED_NEAR_MISSES = 10_000
 
 
 def faq_entry_id(site_id: str, faq_id: int) -> str:
@@ -98,6 +100,11 @@ class SemanticCache:
         self.embeddings = EmbeddingService(encoder, self.config.embedding_lru_size)
         self._indexes: dict[str, SiteIndex] = {}
         self._indexes_lock = threading.Lock()
+        # Serializes apply_change: each one reads the entries from Redis and then updates the
+        # index, and two interleaved (a writer thread and the sync thread) could otherwise
+        # install what the first read after the second applied a newer state, e.g. put back
+        # an entry whose deletion the sync thread had just applied, served until restart.
+        self._apply_lock = threading.Lock()
         self._policies: dict[str, float] = {}
         self._buffer_lock = threading.Lock()
         self._hits: Counter[str] = Counter()
@@ -141,7 +148,7 @@ class SemanticCache:
                 continue
             rows += site_rows
             fresh[site_id] = index
-        with self._indexes_lock:
+        with self._apply_lock, self._indexes_lock:
             self._indexes = fresh
         self._policies = self.store.policies()
 
@@ -159,35 +166,43 @@ class SemanticCache:
 
     def apply_change(self, site_id: str, op: str, entry_ids: list[str]) -> None:
         """Bring this process's index in line with one change (from the stream or ourselves)."""
-        if op == "policy":
-            self._policies = self.store.policies()
-            return
-        index = self._index(site_id)
-        if op == "delete":
-            for entry_id in entry_ids:
-                index.remove(entry_id)
-        elif op == "upsert":
-            for entry_id, entry in self.store.load_many(entry_ids).items():
-                if entry is None or entry.state != State.ACTIVE:
+        with self._apply_lock:
+            if op == "policy":
+                self._policies = self.store.policies()
+                return
+            index = self._index(site_id)
+            if op == "delete":
+                for entry_id in entry_ids:
                     index.remove(entry_id)
-                elif entry_id not in index.entries and self._over_row_bound(entry):
-                    logger.error("cache: entry %s not loaded: process row bound reached", entry_id)
-                else:
-                    index.upsert(entry)
-        else:
-            logger.warning("cache: unknown change op %r ignored", op)
-            return
-        index.refresh()
+            elif op == "upsert":
+                for entry_id, entry in self.store.load_many(entry_ids).items():
+                    if entry is None or entry.state != State.ACTIVE:
+                        index.remove(entry_id)
+                    elif self._over_row_bound(entry, index.entries.get(entry_id)):
+                        # The stored version must not stay served in place of this one.
+                        index.remove(entry_id)
+                        logger.error(
+                            "cache: entry %s not loaded: process row bound reached", entry_id
+                        )
+                    else:
+                        index.upsert(entry)
+            else:
+                logger.warning("cache: unknown change op %r ignored", op)
+                return
+            index.refresh()
 
     def refresh_indexes(self) -> None:
-        """Rebuild snapshots left dirty by lookups that found an expired entry (sync thread)."""
+        """Drop expired entries and rebuild dirty snapshots (sync thread, about once a second)."""
+        now = time.time()
         for index in list(self._indexes.values()):
+            index.drop_expired(now)
             if index.dirty:
                 index.refresh()
 
-    def _over_row_bound(self, entry: Entry) -> bool:
-        added = entry.embeddings.shape[0]
-        return self.row_count() + added > self.config.max_rows_per_process
+    def _over_row_bound(self, entry: Entry, current: Entry | None) -> bool:
+        """Would holding `entry` in place of `current` (None: a new entry) pass the bound?"""
+        added = entry.embeddings.shape[0] - (current.embeddings.shape[0] if current else 0)
+        return added > 0 and self.row_count() + added > self.config.max_rows_per_process
 
     def _changed(self, site_id: str, op: str, entry_ids: list[str]) -> None:
         """Publish a change already written to Redis, and apply it here at once."""
@@ -218,7 +233,16 @@ class SemanticCache:
             key = keys.near_misses(miss.site_id)
             pipe.lpush(key, json.dumps(_near_dict(miss)))
             pipe.ltrim(key, 0, self.config.max_near_misses_per_site - 1)
-        pipe.execute()
+        try:
+            pipe.execute()
+        except redis.RedisError:
+            # Keep them for the next flush rather than losing them to a Redis blip. (Should
+            # the connection drop after Redis ran the commands, they count twice: rarer, and
+            # the smaller error for counters that rank entries.)
+            with self._buffer_lock:
+                self._hits.update(hits)
+                self._near = (near + self._near)[-MAX_BUFFERED_NEAR_MISSES:]
+            raise
 
     def close(self) -> None:
         if self._follower is not None:

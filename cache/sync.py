@@ -61,6 +61,17 @@ class ChangeFollower(threading.Thread):
                 failed = True
                 self._stop_event.wait(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF_S)
+            except Exception:  # noqa: BLE001 - this thread must outlive any one bad change
+                # A change it cannot parse or apply (another code version's, a hand-made
+                # XADD, an unreadable entry) would otherwise end the thread, and the process
+                # would serve deleted and edited entries until restarted. A rebuild reloads
+                # everything from Redis and resumes after the newest change.
+                if self._stop_event.is_set():
+                    return
+                logger.exception("cache sync: unexpected error; rebuilding in %.1f s", backoff)
+                failed = True
+                self._stop_event.wait(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF_S)
 
     def _follow_once(self) -> None:
         changes = self.cache.store.read_changes(

@@ -1,0 +1,166 @@
+"""Regression tests of defects found reviewing the cache core: the encoder thread, the sync
+thread, TTL and the per-process row bound, hit counters, and a writer/sync-thread race.
+
+All run against the session's real redis-server (or one of their own) and the real encoder.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import redis
+
+from cache import CacheConfig, SemanticCache
+from cache.store import Store
+from tests.cache.conftest import load_shop
+
+pytestmark = pytest.mark.slow  # loads the embedding model (once per session)
+
+
+def wait_for(check: Callable[[], bool], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"not true within {timeout} s"
+        time.sleep(0.02)
+
+
+def test_a_cancelled_async_lookup_does_not_stop_the_encoder(cache: SemanticCache) -> None:
+    # given: the encoder thread busy with a batch, and an async lookup queued behind it
+    load_shop(cache)
+    busy = [cache.embeddings.submit(f"warm-up question number {i} " * 40) for i in range(32)]
+
+    async def cancelled_lookup() -> None:
+        task = asyncio.ensure_future(cache.alookup("shop", "Is delivery free on big orders?"))
+        await asyncio.sleep(0)  # the question is queued for the encoder
+        task.cancel()  # the customer closed the chat (the consumer's task is cancelled)
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(cancelled_lookup())
+    for future in busy:
+        future.result(timeout=30)
+    # when / then: later questions still get encoded (the thread did not die on the
+    # cancelled future), in this thread and in async callers
+    vector = cache.embeddings.submit("Do you have a shop in Paris?").result(timeout=10)
+    assert vector.shape == (cache.embeddings.dim,)
+    result = asyncio.run(asyncio.wait_for(cache.alookup("shop", "parcel delivery time?"), 10))
+    assert result.reason in ("", "low_confidence")
+
+
+def test_expired_generated_entries_leave_the_index_and_free_their_rows(
+    make_cache: Callable[..., SemanticCache],
+) -> None:
+    # given: a process with room for one row, holding a generated entry with a 1 s TTL
+    cache = make_cache(admission_min_visitors=1, generated_ttl_s=1, max_rows_per_process=1)
+    offer = "Do you sell gift cards?"
+    assert cache.offer_generated("shop", offer, "Yes.", "v", first_turn=True) == "admitted"
+    assert cache.row_count() == 1
+    # when: it expires, and nobody asks its question again
+    time.sleep(1.2)
+    # then: the sync thread drops it within about a second, and the room it held is usable
+    wait_for(lambda: cache.row_count() == 0, 3.0)
+    later = "Are your products vegan?"
+    assert cache.offer_generated("shop", later, "Most are.", "v", first_turn=True) == "admitted"
+    assert cache.lookup("shop", later).answer == "Most are."
+
+
+def test_an_faq_edit_adding_phrasings_stays_within_the_row_bound(
+    make_cache: Callable[..., SemanticCache],
+) -> None:
+    # given: a process with room for three rows, holding a one-phrasing FAQ
+    cache = make_cache(max_rows_per_process=3)
+    question = "How long does delivery take?"
+    cache.sync_faq("shop", 1, 1, question, [], "3-5 days.", True)
+    assert cache.row_count() == 1
+    # when: an edit gives it five phrasings (and a new answer)
+    variants = [
+        "When will my parcel arrive?",
+        "How many days until my order is delivered?",
+        "Delivery time?",
+        "How fast do you deliver?",
+    ]
+    cache.sync_faq("shop", 1, 2, question, variants, "1-2 days.", True)
+    # then: the bound holds, and the old answer is not served in place of the edit
+    assert cache.row_count() <= 3
+    assert cache.lookup("shop", question).answer != "3-5 days."
+
+
+def test_a_delete_applied_while_an_upsert_is_loading_is_not_undone(
+    make_cache: Callable[..., SemanticCache],
+) -> None:
+    # given: this process writes an FAQ edit while another process removes the FAQ; the
+    # removal lands in Redis (and the change stream) just after this process loaded the edit
+    here, other = make_cache(), make_cache()
+    question = "How long does delivery take?"
+    here.sync_faq("shop", 1, 1, question, [], "3-5 days.", True)
+    real_load_many = here.store.load_many
+    index = here._index("shop")
+
+    def load_then_race(entry_ids: list[str]) -> dict:
+        loaded = real_load_many(entry_ids)
+        if threading.current_thread() is threading.main_thread():
+            other.remove_faq("shop", 1)
+            # give this process's sync thread the chance to apply the removal now
+            deadline = time.monotonic() + 1.5
+            while "shop:faq:1" in index.entries and time.monotonic() < deadline:
+                time.sleep(0.01)
+        return loaded
+
+    here.store.load_many = load_then_race  # type: ignore[method-assign]
+    try:
+        here.sync_faq("shop", 1, 2, question, [], "1-2 days.", True)
+    finally:
+        here.store.load_many = real_load_many  # type: ignore[method-assign]
+    # then: once the stream is caught up, the removed FAQ is served by neither process
+    time.sleep(1.0)
+    assert here.get_entry("shop:faq:1") is None
+    assert not other.lookup("shop", question).hit
+    assert not here.lookup("shop", question).hit
+
+
+def test_a_malformed_change_does_not_stop_a_process_following_the_stream(
+    make_cache: Callable[..., SemanticCache],
+) -> None:
+    # given: two processes serving an FAQ, and a change in the stream that cannot be parsed
+    # (another version of the code, a hand-made XADD)
+    here, other = make_cache(), make_cache()
+    question = "How long does delivery take?"
+    other.sync_faq("shop", 1, 1, question, [], "3-5 days.", True)
+    wait_for(lambda: here.lookup("shop", question).hit, 2.0)
+    here.redis.xadd(here.store.keys.changes, {"site": "shop", "op": "upsert", "ids": "not json"})
+    # when: the other process removes the FAQ
+    other.remove_faq("shop", 1)
+    # then: this process still follows the stream and stops serving it (within ~1 s; 2 s
+    # here for a loaded test machine)
+    wait_for(lambda: not here.lookup("shop", question).hit, 2.0)
+
+
+def test_hit_counts_survive_a_failed_flush(encoder: object, tmp_path: Path) -> None:
+    from chatplatform.embedded_redis import EmbeddedRedis, free_port
+
+    # given: a cache on a Redis of its own that counted two hits not yet flushed
+    server = EmbeddedRedis(free_port(), tmp_path, persist=True)
+    server.start()
+    config = CacheConfig(key_prefix="hits", follow_changes=False)
+    cache = SemanticCache(server.url, encoder, config)  # type: ignore[arg-type]
+    try:
+        load_shop(cache)
+        assert cache.lookup("shop", "How long does delivery take?").hit
+        assert cache.lookup("shop", "How long does delivery take?").hit
+        # when: Redis is away at the flush, then back
+        server.stop()
+        with pytest.raises(redis.RedisError):
+            cache.flush()
+        server.start()
+        cache.flush()
+        # then: both hits reached Redis
+        entry = Store(cache.redis, "hits", 1000).load("shop:faq:1")
+        assert entry is not None and entry.hits == 2
+    finally:
+        cache.close()
+        server.stop()
