@@ -3,10 +3,41 @@ the FAQ carry, so a stale entry can always be recognised."""
 
 from __future__ import annotations
 
-from django.db import models
+from collections.abc import Iterable
+from typing import Any
+
+from django.db import models, transaction
 from django.db.models import F
+from django.dispatch import Signal
 
 from chatplatform.tenants.models import Site
+
+# Sent (inside the writing transaction) after a bulk write that skipped save() and its
+# post_save/post_delete signals: QuerySet.update() (so also bulk_update()) and bulk_create(),
+# of FAQs or of their variants. `rows`: (faq id, site id *before* the write) of every FAQ
+# touched. The semantic cache listens (chatplatform/semanticcache/signals.py); the faq app
+# does not import it.
+faqs_bulk_changed = Signal()
+
+
+class FAQQuerySet(models.QuerySet):
+    def update(self, **kwargs: Any) -> int:
+        """Bump the versions like save() does (cache entries carry them) and announce the rows:
+        without it, `FAQ.objects.filter(...).update(is_active=False)` left the FAQs served."""
+        kwargs.setdefault("version", F("version") + 1)
+        with transaction.atomic(using=self.db, savepoint=False):
+            rows = list(self.values_list("pk", "site_id"))
+            count = super().update(**kwargs)
+            if rows:
+                faqs_bulk_changed.send(sender=FAQ, rows=rows)
+        return count
+
+    def bulk_create(self, objs: Iterable[FAQ], *args: Any, **kwargs: Any) -> list[FAQ]:
+        created = super().bulk_create(objs, *args, **kwargs)
+        rows = [(faq.pk, faq.site_id) for faq in created if faq.pk is not None]
+        if rows:
+            faqs_bulk_changed.send(sender=FAQ, rows=rows)
+        return created
 
 
 class FAQ(models.Model):
@@ -17,6 +48,8 @@ class FAQ(models.Model):
     version = models.PositiveIntegerField(default=1, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+
+    objects = FAQQuerySet.as_manager()
 
     class Meta:
         verbose_name = "FAQ"
@@ -39,11 +72,40 @@ class FAQ(models.Model):
         return [self.question, *(variant.text for variant in self.variants.all())]
 
 
+class FAQVariantQuerySet(models.QuerySet):
+    """Variant bulk writes announce their FAQs too (a phrasing added or changed must be served)."""
+
+    def update(self, **kwargs: Any) -> int:
+        with transaction.atomic(using=self.db, savepoint=False):
+            before = list(self.values_list("pk", "faq_id"))
+            count = super().update(**kwargs)
+            # Both FAQs of a variant moved by the update (faq=...) change.
+            pks = [pk for pk, _ in before]
+            after = FAQVariant.objects.filter(pk__in=pks).values_list("faq_id", flat=True)
+            _announce_faqs({faq_id for _, faq_id in before} | set(after))
+        return count
+
+    def bulk_create(
+        self, objs: Iterable[FAQVariant], *args: Any, **kwargs: Any
+    ) -> list[FAQVariant]:
+        created = super().bulk_create(objs, *args, **kwargs)
+        _announce_faqs({variant.faq_id for variant in created})
+        return created
+
+
+def _announce_faqs(faq_ids: set[int]) -> None:
+    rows = list(FAQ.objects.filter(pk__in=faq_ids).values_list("pk", "site_id"))
+    if rows:
+        faqs_bulk_changed.send(sender=FAQ, rows=rows)
+
+
 class FAQVariant(models.Model):
     """An alternative phrasing of an FAQ's question (what customers actually type)."""
 
     faq = models.ForeignKey(FAQ, on_delete=models.CASCADE, related_name="variants")
     text = models.CharField(max_length=500)
+
+    objects = FAQVariantQuerySet.as_manager()
 
     class Meta:
         verbose_name = "alternative phrasing"

@@ -63,6 +63,15 @@ def set_site_policy(site_id: int, min_confidence: float | None) -> None:
         client.close()
 
 
+def sync_site_policy(site_id: int) -> None:
+    """Publish the site's threshold override as committed (nothing if the site is gone)."""
+    from chatplatform.tenants.models import Site
+
+    found = Site.objects.filter(pk=site_id).values_list("cache_min_confidence", flat=True)
+    if found:
+        set_site_policy(site_id, found[0])
+
+
 def faq_record(faq) -> FaqRecord:  # noqa: ANN001 - a chatplatform.faq.models.FAQ
     return FaqRecord(
         faq_id=faq.pk,

@@ -130,15 +130,36 @@ def entry_action(request: HttpRequest) -> HttpResponse:
     return redirect(back)
 
 
+# How long a promote may hold its claim on an entry (a crashed request's claim then lapses).
+PROMOTE_CLAIM_S = 60
+
+
 def _promote(request: HttpRequest, cache, entry_id: str, site: Site) -> HttpResponse:  # noqa: ANN001
     """One step: the generated answer becomes an FAQ (its question canonical), the generated
-    entry goes; the FAQ's post-commit sync puts it in the cache as a trusted entry."""
-    entry = cache.get_entry(entry_id)
-    if entry is None or entry.source != Source.GENERATED:
-        messages.error(request, "That entry no longer exists (expired or purged).")
-        return redirect(reverse("semanticcache:generated", args=[site.pk]))
-    with transaction.atomic():
-        faq = FAQ.objects.create(site=site, question=entry.questions[0][:500], answer=entry.answer)
-    cache.delete_entry(entry_id)
+    entry goes; the FAQ's post-commit sync puts it in the cache as a trusted entry.
+
+    A double submit (or two admins) must make one FAQ, not two: the request that claims the
+    entry in Redis first promotes it; the other finds it claimed, or gone once claimed.
+    """
+    back = redirect(reverse("semanticcache:generated", args=[site.pk]))
+    if not request.user.has_perm("faq.add_faq"):
+        return HttpResponse("You may not add FAQs.", status=403)
+    claim = f"{cache.config.key_prefix}:promoting:{entry_id}"
+    if not cache.redis.set(claim, "1", nx=True, ex=PROMOTE_CLAIM_S):
+        messages.error(request, "That entry is already being promoted.")
+        return back
+    try:
+        # Read after claiming: an earlier promote that finished has deleted it.
+        entry = cache.get_entry(entry_id)
+        if entry is None or entry.source != Source.GENERATED or entry.site_id != str(site.pk):
+            messages.error(request, "That entry no longer exists (promoted, expired or purged).")
+            return back
+        with transaction.atomic():
+            faq = FAQ.objects.create(
+                site=site, question=entry.questions[0][:500], answer=entry.answer
+            )
+        cache.delete_entry(entry_id)
+    finally:
+        cache.redis.delete(claim)
     messages.success(request, "Promoted to an FAQ; edit it below if needed.")
     return redirect(reverse("admin:faq_faq_change", args=[faq.pk]))

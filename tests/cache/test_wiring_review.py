@@ -1,0 +1,197 @@
+"""Code paths of the Django wiring that bypass save()/delete() signals or race: bulk writes
+(QuerySet.update, bulk_update, bulk_create), a promote submitted twice, the permission a
+promote needs, and a sync that meets a Redis error after the database committed."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import redis
+from django.contrib.auth.models import Permission, User
+from django.db.models.signals import pre_save
+from django.test import Client
+
+from chatplatform.faq.models import FAQ, FAQVariant
+from chatplatform.semanticcache import signals
+from chatplatform.semanticcache.service import get_cache
+from chatplatform.tenants.models import Site
+from tests.cache.test_django_wiring import admin_client, clean_cache  # noqa: F401 - fixtures
+
+pytestmark = [pytest.mark.django_db, pytest.mark.slow]  # loads the embedding model
+
+QUESTION = "Do you ship abroad?"
+
+
+def served_answer(site: Site, question: str = QUESTION) -> str | None:
+    return get_cache().lookup(str(site.pk), question).answer
+
+
+def test_queryset_update_reaches_the_cache(
+    clean_cache: None,  # noqa: F811
+    django_capture_on_commit_callbacks: Callable,
+) -> None:
+    # given: a served FAQ
+    with django_capture_on_commit_callbacks(execute=True):
+        site = Site.objects.create(name="shop")
+        faq = FAQ.objects.create(site=site, question=QUESTION, answer="Yes, to 40.")
+    assert served_answer(site) == "Yes, to 40."
+    # when: its answer changes by a queryset update (no save(), no post_save)
+    with django_capture_on_commit_callbacks(execute=True):
+        assert FAQ.objects.filter(site=site).update(answer="Yes, to 50.") == 1
+    # then: the new answer is served, under a new version
+    assert served_answer(site) == "Yes, to 50."
+    faq.refresh_from_db()
+    assert faq.version == 2
+    # when: bulk_update (which runs update() per batch) changes it again
+    faq.answer = "Yes, to 60."
+    with django_capture_on_commit_callbacks(execute=True):
+        FAQ.objects.bulk_update([faq], ["answer"])
+    assert served_answer(site) == "Yes, to 60."
+    # when: a queryset update deactivates it; then: no longer served
+    with django_capture_on_commit_callbacks(execute=True):
+        FAQ.objects.filter(pk=faq.pk).update(is_active=False)
+    assert served_answer(site) is None
+
+
+def test_queryset_update_moving_faqs_to_another_site(
+    clean_cache: None,  # noqa: F811
+    django_capture_on_commit_callbacks: Callable,
+) -> None:
+    with django_capture_on_commit_callbacks(execute=True):
+        old, new = Site.objects.create(name="old"), Site.objects.create(name="new")
+        faq = FAQ.objects.create(site=old, question=QUESTION, answer="Yes, to 40.")
+    assert served_answer(old) == "Yes, to 40."
+    with django_capture_on_commit_callbacks(execute=True):
+        FAQ.objects.filter(site=old).update(site=new)
+    assert served_answer(new) == "Yes, to 40."
+    assert served_answer(old) is None
+    assert get_cache().get_entry(f"{old.pk}:faq:{faq.pk}") is None
+
+
+def test_bulk_created_faqs_and_variants_are_served(
+    clean_cache: None,  # noqa: F811
+    django_capture_on_commit_callbacks: Callable,
+) -> None:
+    with django_capture_on_commit_callbacks(execute=True):
+        site = Site.objects.create(name="shop")
+        [faq] = FAQ.objects.bulk_create([FAQ(site=site, question=QUESTION, answer="Yes.")])
+    assert served_answer(site) == "Yes."
+    # a phrasing nothing like the question: served only once the entry carries it
+    phrasing = "Is there a store in Berlin where I can pick up parcels?"
+    assert served_answer(site, phrasing) is None
+    with django_capture_on_commit_callbacks(execute=True):
+        FAQVariant.objects.bulk_create([FAQVariant(faq=faq, text=phrasing)])
+    assert served_answer(site, phrasing) == "Yes."
+    # and a variant's text changed by a queryset update
+    other = "Can I collect my order at your warehouse in Hamburg?"
+    with django_capture_on_commit_callbacks(execute=True):
+        FAQVariant.objects.filter(faq=faq).update(text=other)
+    assert served_answer(site, other) == "Yes."
+    assert served_answer(site, phrasing) is None
+
+
+def offer_one(site: Site) -> str:
+    cache = get_cache()
+    cache.offer_generated(str(site.pk), "Do you gift wrap?", "Yes, 3 euros.", "v1", first_turn=True)
+    [entry] = cache.list_generated(str(site.pk))
+    return entry.entry_id
+
+
+def test_promote_submitted_twice_makes_one_faq(
+    clean_cache: None,  # noqa: F811
+    admin_client: Client,  # noqa: F811
+    django_capture_on_commit_callbacks: Callable,
+) -> None:
+    # given: a generated entry
+    site = Site.objects.create(name="shop")
+    entry_id = offer_one(site)
+    promote = {"entry_id": entry_id, "action": "promote"}
+    second: list[Any] = []
+
+    def submit_again(sender: type[FAQ], instance: FAQ, **kwargs: Any) -> None:
+        # The second submit arrives while the first is writing its FAQ.
+        if not second:
+            second.append(None)
+            second[0] = admin_client.post("/cache/entries/action/", promote)
+
+    # when: the admin's double click sends the promote twice, the second mid-way
+    pre_save.connect(submit_again, sender=FAQ, dispatch_uid="test_submit_again")
+    try:
+        with django_capture_on_commit_callbacks(execute=True):
+            first = admin_client.post("/cache/entries/action/", promote)
+    finally:
+        pre_save.disconnect(sender=FAQ, dispatch_uid="test_submit_again")
+    # then: one FAQ, served as an FAQ; the generated entry is gone
+    assert first.status_code == 302 and second[0].status_code == 302
+    [faq] = FAQ.objects.filter(site=site)
+    assert first.url == f"/admin/faq/faq/{faq.pk}/change/"
+    assert get_cache().lookup(str(site.pk), "Do you gift wrap?").faq_id == faq.pk
+    assert get_cache().list_generated(str(site.pk)) == []
+
+
+def test_promote_needs_the_add_faq_permission(clean_cache: None) -> None:  # noqa: F811
+    # given: staff who may read the site and change (not add) FAQs
+    from chatplatform.dashboards.models import SiteAccess
+
+    site = Site.objects.create(name="shop")
+    user = User.objects.create_user("ann", "ann@example.com", "pw-for-tests", is_staff=True)
+    user.user_permissions.add(Permission.objects.get(codename="change_faq"))
+    SiteAccess.objects.create(user=user, site=site)
+    client = Client()
+    assert client.login(username="ann", password="pw-for-tests")
+    entry_id = offer_one(site)
+    # when: they promote; then: refused, nothing created, the entry kept
+    response = client.post("/cache/entries/action/", {"entry_id": entry_id, "action": "promote"})
+    assert response.status_code == 403
+    assert not FAQ.objects.filter(site=site).exists()
+    assert get_cache().get_entry(entry_id) is not None
+
+
+def point_pool_at(pool: redis.ConnectionPool, port: int) -> None:
+    """New connections of `pool` go to `port`; its current ones are dropped."""
+    pool.connection_kwargs["port"] = port
+    pool.disconnect()
+    pool.reset()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.mark.django_db(transaction=True)  # the retry runs in a thread: it reads committed rows
+def test_a_sync_that_meets_a_redis_error_is_retried(
+    clean_cache: None,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # given: a served FAQ
+    site = Site.objects.create(name="shop")
+    faq = FAQ.objects.create(site=site, question=QUESTION, answer="Yes, to 40.")
+    cache = get_cache()
+    entry_id = f"{site.pk}:faq:{faq.pk}"
+    assert cache.get_entry(entry_id) is not None
+    monkeypatch.setattr(signals, "RETRY_DELAYS_S", (0.5, 0.5, 0.5, 0.5))
+    # when: Redis is unreachable from this process as the admin deactivates it (the
+    # connection pool points at a port nothing listens on; a real refused connection)
+    pool = cache.redis.connection_pool
+    port = pool.connection_kwargs["port"]
+    point_pool_at(pool, free_port())
+    try:
+        with pytest.raises(redis.ConnectionError):
+            cache.redis.ping()
+        faq.is_active = False
+        faq.save()  # autocommit: the on_commit sync runs now, and fails
+    finally:
+        point_pool_at(pool, port)
+    assert FAQ.objects.get(pk=faq.pk).is_active is False  # the admin's save stands
+    # then: once Redis answers again, the entry is removed (no rebuild command needed)
+    deadline = time.monotonic() + 5
+    while cache.get_entry(entry_id) is not None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert cache.get_entry(entry_id) is None
+    assert not cache.lookup(str(site.pk), QUESTION).hit
