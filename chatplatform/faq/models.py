@@ -94,9 +94,10 @@ class FAQVariantQuerySet(models.QuerySet):
 
 
 def _announce_faqs(faq_ids: set[int]) -> None:
-    rows = list(FAQ.objects.filter(pk__in=faq_ids).values_list("pk", "site_id"))
-    if rows:
-        faqs_bulk_changed.send(sender=FAQ, rows=rows)
+    # Through FAQ's update(): a new version (and the signal), so a sync that read the old
+    # phrasings just before cannot overwrite the new ones with an equal version.
+    if faq_ids:
+        FAQ.objects.filter(pk__in=faq_ids).update()
 
 
 class FAQVariant(models.Model):

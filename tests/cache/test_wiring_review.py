@@ -86,6 +86,8 @@ def test_bulk_created_faqs_and_variants_are_served(
     with django_capture_on_commit_callbacks(execute=True):
         FAQVariant.objects.bulk_create([FAQVariant(faq=faq, text=phrasing)])
     assert served_answer(site, phrasing) == "Yes."
+    faq.refresh_from_db()
+    assert faq.version == 2  # a new version, like an edit in the admin
     # and a variant's text changed by a queryset update
     other = "Can I collect my order at your warehouse in Hamburg?"
     with django_capture_on_commit_callbacks(execute=True):
@@ -195,3 +197,54 @@ def test_a_sync_that_meets_a_redis_error_is_retried(
         time.sleep(0.1)
     assert cache.get_entry(entry_id) is None
     assert not cache.lookup(str(site.pk), QUESTION).hit
+
+
+def test_csv_import_reaches_the_cache_and_a_dry_run_does_not(
+    clean_cache: None,  # noqa: F811
+    django_capture_on_commit_callbacks: Callable,
+) -> None:
+    import tablib
+
+    from chatplatform.faq.resources import FAQResource
+
+    with django_capture_on_commit_callbacks(execute=True):
+        site = Site.objects.create(name="shop")
+        faq = FAQ.objects.create(site=site, question=QUESTION, answer="Yes, to 40.")
+    phrasing = "Is there a store in Berlin where I can pick up parcels?"
+    headers = ["id", "site", "question", "answer", "is_active", "variants"]
+    rows = [
+        (faq.pk, "shop", QUESTION, "Yes, to 50.", 1, phrasing),
+        ("", "shop", "Can I pay by card?", "Yes, Visa.", 1, ""),
+    ]
+    # a dry run (the import's preview) changes nothing
+    with django_capture_on_commit_callbacks(execute=True):
+        result = FAQResource().import_data(tablib.Dataset(*rows, headers=headers), dry_run=True)
+    assert not result.has_errors()
+    assert served_answer(site) == "Yes, to 40." and served_answer(site, phrasing) is None
+    # the confirmed import is served: the edited answer, its phrasing, the new FAQ
+    with django_capture_on_commit_callbacks(execute=True):
+        result = FAQResource().import_data(tablib.Dataset(*rows, headers=headers))
+    assert not result.has_errors()
+    assert served_answer(site) == "Yes, to 50."
+    assert served_answer(site, phrasing) == "Yes, to 50."
+    assert served_answer(site, "Can I pay by card?") == "Yes, Visa."
+
+
+def test_cache_pages_escape_customer_text_and_need_csrf(clean_cache: None) -> None:  # noqa: F811
+    site = Site.objects.create(name="shop")
+    script = "<script>alert(1)</script> do you gift wrap?"
+    get_cache().offer_generated(str(site.pk), script, "<b>Yes</b>", "v1", first_turn=True)
+    [entry] = get_cache().list_generated(str(site.pk))
+    User.objects.create_superuser("boss", "boss@example.com", "pw-for-tests")
+    client = Client(enforce_csrf_checks=True)
+    assert client.login(username="boss", password="pw-for-tests")
+    page = client.get(f"/cache/sites/{site.pk}/generated/")
+    assert page.status_code == 200
+    assert b"<script>alert(1)" not in page.content and b"&lt;script&gt;" in page.content
+    assert b"<b>Yes</b>" not in page.content
+    # a forged form (no CSRF token) changes nothing
+    response = client.post(
+        "/cache/entries/action/", {"entry_id": entry.entry_id, "action": "delete"}
+    )
+    assert response.status_code == 403
+    assert get_cache().get_entry(entry.entry_id) is not None
