@@ -60,11 +60,16 @@ class FAQ(models.Model):
         return self.question
 
     def save(self, *args, **kwargs) -> None:
-        if self.pk is not None:
+        # An edit of a stored row. Not a new row with its id given (a CSV import of an export
+        # from another database): an INSERT cannot hold F(), the row failed to import.
+        editing = self.pk is not None and (
+            not self._state.adding or FAQ.objects.filter(pk=self.pk).exists()
+        )
+        if editing:
             # Increment in the database, not in Python, so two concurrent edits both count.
             self.version = F("version") + 1
         super().save(*args, **kwargs)
-        if self.pk is not None:
+        if editing:
             self.refresh_from_db(fields=["version"])
 
     def phrasings(self) -> list[str]:
@@ -94,10 +99,9 @@ class FAQVariantQuerySet(models.QuerySet):
 
 
 def _announce_faqs(faq_ids: set[int]) -> None:
-    # Through FAQ's update(): a new version (and the signal), so a sync that read the old
-    # phrasings just before cannot overwrite the new ones with an equal version.
-    if faq_ids:
-        FAQ.objects.filter(pk__in=faq_ids).update()
+    rows = list(FAQ.objects.filter(pk__in=faq_ids).values_list("pk", "site_id"))
+    if rows:
+        faqs_bulk_changed.send(sender=FAQ, rows=rows)
 
 
 class FAQVariant(models.Model):
