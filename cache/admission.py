@@ -11,8 +11,9 @@ Questions or answers carrying personal data, follow-ups and later turns are neve
 
 from __future__ import annotations
 
+import logging
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -23,7 +24,31 @@ from cache.types import Admission, Entry, Source, State
 if TYPE_CHECKING:
     from cache.service import SemanticCache
 
+logger = logging.getLogger(__name__)
+
 MAX_ANSWER_CHARS = 8_000  # a cached answer is shown whole in the chat widget
+# Attempts of one offer (or admin decision) when another process changed the candidate between
+# its read and its write (a purge, an admin's decision, a concurrent offer): each attempt
+# re-reads the newer state, so more than one retry needs changes racing it back to back.
+OFFER_ATTEMPTS = 3
+
+# Count a visitor only while the candidate is pending (else -1: re-read it). The visitor set
+# lives as long as the candidate.
+_COUNT_VISITOR_IF_PENDING = """
+if redis.call('HGET', KEYS[1], 'state') ~= ARGV[1] then return -1 end
+redis.call('SADD', KEYS[2], ARGV[2])
+redis.call('EXPIREAT', KEYS[2], ARGV[3])
+local visitors = redis.call('SCARD', KEYS[2])
+redis.call('HSET', KEYS[1], 'visitors', visitors)
+return visitors
+"""
+# Reject a candidate whose answers disagree, only while it is pending (else 0: re-read it).
+_REJECT_IF_PENDING = """
+if redis.call('HGET', KEYS[1], 'state') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'state', ARGV[2], 'note', 'inconsistent')
+redis.call('ZREM', KEYS[2], ARGV[3])
+return 1
+"""
 
 
 def offer(
@@ -55,6 +80,20 @@ def offer(
         return Admission.ALREADY_CACHED  # an FAQ or an admitted answer already serves it
 
     entry_id = generated_entry_id(site_id, checked.normalized)
+    for _ in range(OFFER_ATTEMPTS):
+        outcome = _offer_once(cache, site_id, entry_id, checked.text, answer.strip(), visitor)
+        if outcome is not None:
+            return outcome
+    logger.warning(
+        "cache: offer for %s lost %d races in a row; not counted", entry_id, OFFER_ATTEMPTS
+    )
+    return Admission.PENDING
+
+
+def _offer_once(
+    cache: SemanticCache, site_id: str, entry_id: str, text: str, answer: str, visitor: str
+) -> Admission | None:
+    """One attempt at an offer; None when another process changed the candidate meanwhile."""
     keys = cache.store.keys
     now = time.time()
     existing = cache.store.load(entry_id)
@@ -63,24 +102,35 @@ def offer(
             entry_id=entry_id,
             site_id=site_id,
             source=Source.GENERATED,
-            questions=[checked.text],
-            answer=answer.strip(),
-            embeddings=cache.embeddings.embed_many([checked.text]),
+            questions=[text],
+            answer=answer,
+            embeddings=cache.embeddings.embed_many([text]),
             state=State.PENDING,
             created_at=now,
             expires_at=now + cache.config.pending_ttl_s,
             visitors=1,
-            values=[extract_values(checked.text)],
+            values=[extract_values(text)],
         )
-        pipe = cache.redis.pipeline(transaction=True)
-        cache.store.save(entry, pipe)
-        pipe.sadd(keys.visitors(entry_id), visitor)
-        pipe.expireat(keys.visitors(entry_id), int(entry.expires_at or now) + 1)
-        pipe.zadd(keys.site_pending(site_id), {entry_id: now})
-        pipe.execute()
+        key = keys.entry(entry_id)
+
+        def create(pipe: Any) -> bool:
+            # Only if still absent: a concurrent first offer's answer must be compared with
+            # this one (next attempt), not overwritten by it.
+            if pipe.exists(key):
+                return False
+            pipe.multi()
+            cache.store.save(entry, pipe)
+            pipe.delete(keys.visitors(entry_id))
+            pipe.sadd(keys.visitors(entry_id), visitor)
+            pipe.expireat(keys.visitors(entry_id), int(entry.expires_at or now) + 1)
+            pipe.zadd(keys.site_pending(site_id), {entry_id: now})
+            return True
+
+        if not cache.redis.transaction(create, key, value_from_callable=True):
+            return None
         _bound_pending(cache, site_id)
         if cache.config.admission_min_visitors <= 1:
-            return _admit(cache, entry, note="")
+            return Admission.ADMITTED if _admit(cache, entry, "", State.PENDING) else None
         return Admission.PENDING
     if existing.state == State.ACTIVE:
         return Admission.ALREADY_CACHED
@@ -92,59 +142,100 @@ def offer(
         return Admission.REJECTED_INCONSISTENT
 
     # A pending candidate: does this visitor's answer agree with the stored one?
-    vectors = cache.embeddings.embed_many([existing.answer, answer.strip()])
+    vectors = cache.embeddings.embed_many([existing.answer, answer])
     agreement = float(np.dot(vectors[0], vectors[1]))
+    # Each write below happens only while the candidate is still pending: an admin's
+    # decision, a purge or an admission since the load wins, and the offer is re-read.
     if agreement < cache.config.answer_agreement:
-        cache.redis.hset(
-            keys.entry(entry_id), mapping={"state": State.REJECTED.value, "note": "inconsistent"}
+        rejected = cache.redis.eval(
+            _REJECT_IF_PENDING, 2, keys.entry(entry_id), keys.site_pending(site_id),
+            State.PENDING.value, State.REJECTED.value, entry_id,
+        )  # fmt: skip
+        return Admission.REJECTED_INCONSISTENT if rejected else None
+    visitors = int(
+        cache.redis.eval(
+            _COUNT_VISITOR_IF_PENDING,
+            2,
+            keys.entry(entry_id),
+            keys.visitors(entry_id),
+            State.PENDING.value,
+            visitor,
+            int(existing.expires_at or now) + 1,
         )
-        cache.redis.zrem(keys.site_pending(site_id), entry_id)
-        return Admission.REJECTED_INCONSISTENT
-    cache.redis.sadd(keys.visitors(entry_id), visitor)
-    visitors = int(cache.redis.scard(keys.visitors(entry_id)))
-    cache.redis.hset(keys.entry(entry_id), "visitors", visitors)
+    )
+    if visitors < 0:
+        return None
     existing.visitors = visitors
     if visitors >= cache.config.admission_min_visitors:
-        return _admit(cache, existing, note="")
+        return Admission.ADMITTED if _admit(cache, existing, "", State.PENDING) else None
     return Admission.PENDING
 
 
-def _admit(cache: SemanticCache, entry: Entry, note: str) -> Admission:
-    """Serve the entry from now on, with a fresh TTL, within the site's bound."""
+def _admit(cache: SemanticCache, entry: Entry, note: str, expected: State) -> bool:
+    """Serve the entry from now on, with a fresh TTL, within the site's bound.
+
+    Only if its stored state is still `expected` (what the caller loaded): False otherwise,
+    so a purge or an admin's decision made meanwhile is never overwritten.
+    """
     keys = cache.store.keys
+    key = keys.entry(entry.entry_id)
     now = time.time()
     entry.state = State.ACTIVE
     entry.note = note
     entry.expires_at = now + cache.config.generated_ttl_s
-    pipe = cache.redis.pipeline(transaction=True)
-    cache.store.save(entry, pipe)
-    pipe.delete(keys.visitors(entry.entry_id))
-    pipe.zrem(keys.site_pending(entry.site_id), entry.entry_id)
-    pipe.zadd(keys.site_generated(entry.site_id), {entry.entry_id: now})
-    cache.store.publish(entry.site_id, "upsert", [entry.entry_id], pipe)
-    pipe.execute()
+
+    def write(pipe: Any) -> bool:
+        if pipe.hget(key, "state") != expected.value.encode():
+            return False
+        pipe.multi()
+        cache.store.save(entry, pipe)
+        pipe.delete(keys.visitors(entry.entry_id))
+        pipe.zrem(keys.site_pending(entry.site_id), entry.entry_id)
+        pipe.zadd(keys.site_generated(entry.site_id), {entry.entry_id: now})
+        cache.store.publish(entry.site_id, "upsert", [entry.entry_id], pipe)
+        return True
+
+    if not cache.redis.transaction(write, key, value_from_callable=True):
+        return False
     cache.apply_change(entry.site_id, "upsert", [entry.entry_id])
     _bound_generated(cache, entry.site_id)
-    return Admission.ADMITTED
+    return True
 
 
 def set_state(cache: SemanticCache, entry_id: str, state: State, note: str) -> bool:
     """An admin's decision on a generated entry. False when the entry is gone."""
-    entry = cache.store.load(entry_id)
-    if entry is None or entry.source != Source.GENERATED:
-        return False
-    if state == State.ACTIVE:
+    for _ in range(OFFER_ATTEMPTS):
+        entry = cache.store.load(entry_id)
+        if entry is None or entry.source != Source.GENERATED:
+            return False
+        if state != State.ACTIVE:
+            return _set_unserved(cache, entry.site_id, entry_id, state, note)
+        loaded_state = entry.state
         entry.positive = entry.negative = 0  # a reviewed entry starts with a clean slate
-        _admit(cache, entry, note=note)
-        return True
+        if _admit(cache, entry, note, loaded_state):
+            return True
+    return False
+
+
+def _set_unserved(
+    cache: SemanticCache, site_id: str, entry_id: str, state: State, note: str
+) -> bool:
     keys = cache.store.keys
-    pipe = cache.redis.pipeline(transaction=True)
-    pipe.hset(keys.entry(entry_id), mapping={"state": state.value, "note": note})
-    pipe.zrem(keys.site_generated(entry.site_id), entry_id)
-    pipe.zrem(keys.site_pending(entry.site_id), entry_id)
-    cache.store.publish(entry.site_id, "upsert", [entry_id], pipe)
-    pipe.execute()
-    cache.apply_change(entry.site_id, "upsert", [entry_id])
+    key = keys.entry(entry_id)
+
+    def write(pipe: Any) -> bool:
+        if not pipe.exists(key):
+            return False  # purged or expired meanwhile: do not recreate a half-written hash
+        pipe.multi()
+        pipe.hset(key, mapping={"state": state.value, "note": note})
+        pipe.zrem(keys.site_generated(site_id), entry_id)
+        pipe.zrem(keys.site_pending(site_id), entry_id)
+        cache.store.publish(site_id, "upsert", [entry_id], pipe)
+        return True
+
+    if not cache.redis.transaction(write, key, value_from_callable=True):
+        return False
+    cache.apply_change(site_id, "upsert", [entry_id])
     return True
 
 

@@ -164,3 +164,65 @@ def test_hit_counts_survive_a_failed_flush(encoder: object, tmp_path: Path) -> N
     finally:
         cache.close()
         server.stop()
+
+
+GIFT = "Do you offer gift wrapping?"
+GIFT_ANSWER = "Yes, gift wrapping is available at checkout for 3 euros."
+
+
+def _offer_racing(cache: SemanticCache, visitor: str, meanwhile: Callable[[], object]) -> str:
+    """Offer GIFT_ANSWER, running `meanwhile` (another process's admin action) after the offer
+    loaded the candidate and before it writes (while it compares the two answers)."""
+    real_embed_many = cache.embeddings.embed_many
+    ran = False
+
+    def embed_then_race(texts: list[str]) -> object:
+        nonlocal ran
+        if len(texts) == 2 and not ran:
+            ran = True
+            meanwhile()
+        return real_embed_many(texts)
+
+    cache.embeddings.embed_many = embed_then_race  # type: ignore[method-assign]
+    try:
+        return cache.offer_generated("shop", GIFT, GIFT_ANSWER, visitor, first_turn=True)
+    finally:
+        cache.embeddings.embed_many = real_embed_many  # type: ignore[method-assign]
+
+
+def test_an_offer_racing_a_purge_starts_a_fresh_candidate_without_orphan_keys(
+    make_cache: Callable[..., SemanticCache],
+) -> None:
+    # given: a candidate one visitor away from admission
+    here, admin = make_cache(), make_cache()
+    for visitor in ("v1", "v2"):
+        assert here.offer_generated("shop", GIFT, GIFT_ANSWER, visitor, first_turn=True) == (
+            "pending"
+        )
+    # when: the third visitor's offer runs while an admin purges the site's generated answers
+    state = _offer_racing(here, "v3", lambda: admin.purge_generated("shop"))
+    # then: the purge wins: not served, and the offer starts a new, listed candidate (not a
+    # half-written hash that no listing shows and no TTL ever removes)
+    assert state == "pending"
+    assert not here.lookup("shop", GIFT).hit and not admin.lookup("shop", GIFT).hit
+    [entry] = here.list_generated("shop")
+    assert entry.visitors == 1 and entry.state == "pending"
+    keys = here.store.keys
+    for key in (keys.entry(entry.entry_id), keys.visitors(entry.entry_id)):
+        assert here.redis.ttl(key) > 0, key
+
+
+def test_an_offer_racing_an_admin_rejection_does_not_admit(
+    make_cache: Callable[..., SemanticCache],
+) -> None:
+    here, admin = make_cache(), make_cache()
+    for visitor in ("v1", "v2"):
+        here.offer_generated("shop", GIFT, GIFT_ANSWER, visitor, first_turn=True)
+    [pending] = here.list_generated("shop")
+    # when: an admin rejects the candidate while the third visitor's offer is being processed
+    state = _offer_racing(here, "v3", lambda: admin.reject_generated(pending.entry_id))
+    # then: the admin's decision stands
+    assert state == "rejected_by_admin"
+    assert not here.lookup("shop", GIFT).hit
+    [entry] = here.list_generated("shop")
+    assert entry.state == "rejected"
