@@ -44,6 +44,14 @@ class FAQAdmin(ImportExportModelAdmin):
             kwargs["initial"] = [{"text": text} for text in request.GET.getlist("variant")]
         return kwargs
 
+    # django-import-export lets every staff user import and export unless a permission code is
+    # configured: a dashboard-only staff user could rewrite any site's answers from a CSV.
+    def has_import_permission(self, request: HttpRequest) -> bool:
+        return self.has_add_permission(request) and self.has_change_permission(request)
+
+    def has_export_permission(self, request: HttpRequest) -> bool:
+        return self.has_view_permission(request)
+
     def get_queryset(self, request: HttpRequest) -> QuerySet[FAQ]:
         return super().get_queryset(request).prefetch_related("variants")
 

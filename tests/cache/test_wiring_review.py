@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import redis
 from django.contrib.auth.models import Permission, User
+from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db.models.signals import pre_save
 from django.test import Client
 
@@ -274,3 +275,29 @@ def test_csv_import_of_an_faq_id_this_database_lacks(
         assert not FAQResource().import_data(dataset).has_errors()
     faq.refresh_from_db()
     assert faq.version == 2 and served_answer(site) == "Yes, to 50."
+
+
+def test_faq_import_and_export_need_faq_permissions(clean_cache: None) -> None:  # noqa: F811
+    # given: a staff user who may read a site's dashboard, with no FAQ permission
+    from chatplatform.dashboards.models import SiteAccess
+
+    site = Site.objects.create(name="shop")
+    faq = FAQ.objects.create(site=site, question=QUESTION, answer="Yes, to 40.")
+    user = User.objects.create_user("ann", "ann@example.com", "pw-for-tests", is_staff=True)
+    SiteAccess.objects.create(user=user, site=site)
+    client = Client()
+    assert client.login(username="ann", password="pw-for-tests")
+    # then: neither the import nor the export is open to them
+    assert client.get("/admin/faq/faq/import/").status_code == 403
+    assert client.get("/admin/faq/faq/export/").status_code == 403
+    csv = f"id,site,question,answer,is_active,variants\n{faq.pk},shop,{QUESTION},Pwned.,1,\n"
+    upload = SimpleUploadedFile("faqs.csv", csv.encode(), content_type="text/csv")
+    response = client.post("/admin/faq/faq/import/", {"format": "0", "import_file": upload})
+    assert response.status_code == 403
+    faq.refresh_from_db()
+    assert faq.answer == "Yes, to 40."
+    # while a user with the add and change permissions may import
+    for codename in ("add_faq", "change_faq", "view_faq"):
+        user.user_permissions.add(Permission.objects.get(codename=codename))
+    assert client.get("/admin/faq/faq/import/").status_code == 200
+    assert client.get("/admin/faq/faq/export/").status_code == 200
