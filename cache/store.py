@@ -138,6 +138,25 @@ def entry_from_mapping(entry_id: str, data: dict[bytes, bytes]) -> Entry | None:
     )
 
 
+def _keep_review_state(entry: Entry, stored: dict[bytes, bytes]) -> None:
+    """Carry the stored entry's counters and flag over to a re-sync that changes nothing.
+
+    The same FAQ version is synced again by every variant save and by the rebuild command;
+    rewriting it fresh would zero its hits and thumbs and serve a flagged answer again
+    without anyone reviewing it. Changed phrasings or answer (a variant edit keeps the FAQ's
+    version) make a fresh entry, as any edit does.
+    """
+    if not stored or stored.get(b"answer", b"").decode() != entry.answer:
+        return
+    if json.loads(stored.get(b"questions") or b"[]") != entry.questions:
+        return
+    entry.hits = int(stored.get(b"hits") or 0)
+    entry.positive = int(stored.get(b"pos") or 0)
+    entry.negative = int(stored.get(b"neg") or 0)
+    entry.state = State((stored.get(b"state") or b"active").decode())
+    entry.note = (stored.get(b"note") or b"").decode()
+
+
 class Store:
     def __init__(self, client: redis.Redis, prefix: str, stream_maxlen: int) -> None:
         self.r = client
@@ -177,6 +196,8 @@ class Store:
             removed = _optional_int(pipe.get(removed_key)) or 0
             if version < stored or version <= removed:
                 return False
+            if version == stored:
+                _keep_review_state(entry, pipe.hgetall(key))
             pipe.multi()
             self.save(entry, pipe)
             self.publish(entry.site_id, "upsert", [entry.entry_id], pipe)

@@ -226,3 +226,31 @@ def test_an_offer_racing_an_admin_rejection_does_not_admit(
     assert not here.lookup("shop", GIFT).hit
     [entry] = here.list_generated("shop")
     assert entry.state == "rejected"
+
+
+def test_a_repeated_sync_of_an_unchanged_faq_keeps_its_flag_and_counters(
+    make_cache: Callable[..., SemanticCache],
+) -> None:
+    # given: an FAQ customers flagged (thumbs-down), after it had been served twice
+    from cache import FaqRecord
+
+    cache = make_cache(flag_after_net_negative=1)
+    record = FaqRecord(2, 1, "How do I return an item?", [], "Within 30 days.", True)
+    cache.rebuild_site_faqs("shop", [record])
+    assert cache.lookup("shop", "How do I return an item?").hit
+    assert cache.lookup("shop", "How do I return an item?").hit
+    cache.flush()
+    assert cache.record_feedback("shop:faq:2", positive=False) == "flagged"
+    # when: the operator runs the rebuild command (or a variant save re-syncs the same
+    # version) with nothing changed
+    cache.rebuild_site_faqs("shop", [record])
+    # then: still flagged and not served, with its counts
+    assert not cache.lookup("shop", "How do I return an item?").hit
+    entry = cache.get_entry("shop:faq:2")
+    assert entry is not None and entry.state == "flagged"
+    assert (entry.hits, entry.negative) == (2, 1)
+    assert [e.entry_id for e in cache.list_flagged("shop")] == ["shop:faq:2"]
+    # while an edit of its content (same version: a variant added) is a fresh entry, served
+    edited = FaqRecord(2, 1, "How do I return an item?", ["Returns?"], "Within 30 days.", True)
+    cache.rebuild_site_faqs("shop", [edited])
+    assert cache.lookup("shop", "How do I return an item?").hit
