@@ -5,6 +5,10 @@ or entry is a 404. Rendered inside the Django admin's layout."""
 
 from __future__ import annotations
 
+import contextlib
+import logging
+
+import redis
 from django.contrib import messages
 from django.contrib.admin.views.decorators import staff_member_required
 from django.db import transaction
@@ -20,6 +24,8 @@ from chatplatform.dashboards.access import readable_sites
 from chatplatform.faq.models import FAQ
 from chatplatform.semanticcache.service import get_cache
 from chatplatform.tenants.models import Site
+
+logger = logging.getLogger(__name__)
 
 # Actions on generated entries; "restore" (unflag) applies to flagged entries of both kinds.
 GENERATED_ACTIONS = ("approve", "reject", "delete", "promote")
@@ -154,12 +160,26 @@ def _promote(request: HttpRequest, cache, entry_id: str, site: Site) -> HttpResp
         if entry is None or entry.source != Source.GENERATED or entry.site_id != str(site.pk):
             messages.error(request, "That entry no longer exists (promoted, expired or purged).")
             return back
+        question = entry.questions[0][:500]
         with transaction.atomic():
-            faq = FAQ.objects.create(
-                site=site, question=entry.questions[0][:500], answer=entry.answer
+            # The same FAQ again (the entry was offered anew after a promote, or survived one
+            # whose removal failed) is not made twice: two FAQs with one question compete,
+            # and the cache then refuses it as ambiguous.
+            faq = FAQ.objects.filter(site=site, question=question, answer=entry.answer).first()
+            if faq is None:
+                faq = FAQ.objects.create(site=site, question=question, answer=entry.answer)
+        try:
+            cache.delete_entry(entry_id)
+        except redis.RedisError:
+            logger.exception("cache: promoted entry %s not deleted", entry_id)
+            messages.warning(
+                request,
+                "Promoted to an FAQ, but the cache did not answer: delete the generated entry "
+                "from the list once it is back.",
             )
-        cache.delete_entry(entry_id)
+            return redirect(reverse("admin:faq_faq_change", args=[faq.pk]))
     finally:
-        cache.redis.delete(claim)
+        with contextlib.suppress(redis.RedisError):  # else it lapses after PROMOTE_CLAIM_S
+            cache.redis.delete(claim)
     messages.success(request, "Promoted to an FAQ; edit it below if needed.")
     return redirect(reverse("admin:faq_faq_change", args=[faq.pk]))

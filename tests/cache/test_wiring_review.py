@@ -13,7 +13,7 @@ import pytest
 import redis
 from django.contrib.auth.models import Permission, User
 from django.core.files.uploadedfile import SimpleUploadedFile
-from django.db.models.signals import pre_save
+from django.db.models.signals import post_save, pre_save
 from django.test import Client
 
 from chatplatform.faq.models import FAQ, FAQVariant
@@ -132,6 +132,49 @@ def test_promote_submitted_twice_makes_one_faq(
     assert first.url == f"/admin/faq/faq/{faq.pk}/change/"
     assert get_cache().lookup(str(site.pk), "Do you gift wrap?").faq_id == faq.pk
     assert get_cache().list_generated(str(site.pk)) == []
+
+
+def test_promote_whose_entry_removal_meets_a_redis_error(
+    clean_cache: None,  # noqa: F811
+    admin_client: Client,  # noqa: F811
+    django_capture_on_commit_callbacks: Callable,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from chatplatform.semanticcache import views
+
+    monkeypatch.setattr(views, "PROMOTE_CLAIM_S", 1)
+    site = Site.objects.create(name="shop")
+    entry_id = offer_one(site)
+    promote = {"entry_id": entry_id, "action": "promote"}
+    pool = get_cache().redis.connection_pool
+    port = pool.connection_kwargs["port"]
+
+    def lose_redis(sender: type[FAQ], **kwargs: Any) -> None:
+        point_pool_at(pool, free_port())  # Redis goes away once the FAQ is written
+
+    # when: Redis goes away while the promote writes its FAQ
+    post_save.connect(lose_redis, sender=FAQ, dispatch_uid="test_lose_redis")
+    try:
+        with django_capture_on_commit_callbacks(execute=True):
+            try:
+                first = admin_client.post("/cache/entries/action/", promote)
+            finally:
+                post_save.disconnect(sender=FAQ, dispatch_uid="test_lose_redis")
+                point_pool_at(pool, port)
+    finally:
+        point_pool_at(pool, port)
+    # then: the admin lands on the new FAQ, told the generated entry is still there
+    [faq] = FAQ.objects.filter(site=site)
+    assert first.status_code == 302 and first.url == f"/admin/faq/faq/{faq.pk}/change/"
+    assert get_cache().get_entry(entry_id) is not None
+    # when: they promote it again once the claim lapsed; then: no second FAQ, entry gone
+    time.sleep(1.2)
+    with django_capture_on_commit_callbacks(execute=True):
+        again = admin_client.post("/cache/entries/action/", promote)
+    assert again.status_code == 302 and again.url == first.url
+    assert FAQ.objects.filter(site=site).count() == 1
+    assert get_cache().get_entry(entry_id) is None
+    assert get_cache().lookup(str(site.pk), "Do you gift wrap?").faq_id == faq.pk
 
 
 def test_promote_needs_the_add_faq_permission(clean_cache: None) -> None:  # noqa: F811
