@@ -84,10 +84,16 @@ class FAQVariantQuerySet(models.QuerySet):
         with transaction.atomic(using=self.db, savepoint=False):
             before = list(self.values_list("pk", "faq_id"))
             count = super().update(**kwargs)
-            # Both FAQs of a variant moved by the update (faq=...) change.
-            pks = [pk for pk, _ in before]
-            after = FAQVariant.objects.filter(pk__in=pks).values_list("faq_id", flat=True)
-            _announce_faqs({faq_id for _, faq_id in before} | set(after))
+            faq_ids = {faq_id for _, faq_id in before}
+            if "faq" in kwargs or "faq_id" in kwargs:
+                # Variants moved to another FAQ: that one changes too.
+                pks = [pk for pk, _ in before]
+                for start in range(0, len(pks), IN_CHUNK):
+                    chunk = pks[start : start + IN_CHUNK]
+                    faq_ids.update(
+                        FAQVariant.objects.filter(pk__in=chunk).values_list("faq_id", flat=True)
+                    )
+            _announce_faqs(faq_ids)
         return count
 
     def bulk_create(
@@ -98,8 +104,16 @@ class FAQVariantQuerySet(models.QuerySet):
         return created
 
 
+# Ids per `pk__in` query (SQLite allows a limited number of parameters per statement).
+IN_CHUNK = 500
+
+
 def _announce_faqs(faq_ids: set[int]) -> None:
-    rows = list(FAQ.objects.filter(pk__in=faq_ids).values_list("pk", "site_id"))
+    ids = sorted(faq_ids)
+    rows: list[tuple[int, int]] = []
+    for start in range(0, len(ids), IN_CHUNK):
+        chunk = ids[start : start + IN_CHUNK]
+        rows.extend(FAQ.objects.filter(pk__in=chunk).values_list("pk", "site_id"))
     if rows:
         faqs_bulk_changed.send(sender=FAQ, rows=rows)
 

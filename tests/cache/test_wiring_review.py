@@ -93,6 +93,12 @@ def test_bulk_created_faqs_and_variants_are_served(
         FAQVariant.objects.filter(faq=faq).update(text=other)
     assert served_answer(site, other) == "Yes."
     assert served_answer(site, phrasing) is None
+    # and a variant moved to another FAQ by a queryset update
+    with django_capture_on_commit_callbacks(execute=True):
+        card = FAQ.objects.create(site=site, question="Can I pay by card?", answer="Yes, Visa.")
+    with django_capture_on_commit_callbacks(execute=True):
+        FAQVariant.objects.filter(faq=faq).update(faq=card)
+    assert served_answer(site, other) == "Yes, Visa."
 
 
 def offer_one(site: Site) -> str:
