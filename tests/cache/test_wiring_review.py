@@ -350,3 +350,33 @@ def test_faq_import_and_export_need_faq_permissions(clean_cache: None) -> None: 
         user.user_permissions.add(Permission.objects.get(codename=codename))
     assert client.get("/admin/faq/faq/import/").status_code == 200
     assert client.get("/admin/faq/faq/export/").status_code == 200
+
+
+def test_admin_bulk_delete_of_faqs_and_of_a_site_empty_the_cache(
+    clean_cache: None,  # noqa: F811
+    admin_client: Client,  # noqa: F811
+    django_capture_on_commit_callbacks: Callable,
+) -> None:
+    with django_capture_on_commit_callbacks(execute=True):
+        site, other = Site.objects.create(name="shop"), Site.objects.create(name="other")
+        faq = FAQ.objects.create(site=site, question=QUESTION, answer="Yes.")
+        FAQ.objects.create(site=site, question="Can I pay by card?", answer="Yes, Visa.")
+        FAQ.objects.create(site=other, question=QUESTION, answer="No.")
+    cache = get_cache()
+    offer_one(site)
+    # the FAQ admin's "delete selected" (a queryset delete)
+    with django_capture_on_commit_callbacks(execute=True):
+        response = admin_client.post(
+            "/admin/faq/faq/",
+            {"action": "delete_selected", "_selected_action": [faq.pk], "post": "yes"},
+        )
+    assert response.status_code == 302
+    assert served_answer(site) is None and served_answer(other) == "No."
+    # deleting the site in the admin forgets everything of it, and only of it
+    with django_capture_on_commit_callbacks(execute=True):
+        response = admin_client.post(f"/admin/tenants/site/{site.pk}/delete/", {"post": "yes"})
+    assert response.status_code == 302
+    assert not cache.store.site_entry_ids(str(site.pk))
+    assert served_answer(site, "Can I pay by card?") is None
+    assert cache.list_generated(str(site.pk)) == []
+    assert served_answer(other) == "No."
