@@ -52,6 +52,23 @@ logger = logging.getLogger(__name__)
 # Site ids become part of Redis keys and entry ids: keep them to a safe alphabet.
 _SITE_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 MAX_SUGGESTIONS = 10
+# record_feedback's script: KEYS entry hash, site LRU zset; ARGV field, flag threshold, entry
+# id, active and flagged state names. Returns the state after, or nil for no such entry.
+_FEEDBACK = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return nil end
+redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
+local state = redis.call('HGET', KEYS[1], 'state')
+if state == ARGV[4] then
+  local net = tonumber(redis.call('HGET', KEYS[1], 'neg') or '0')
+    - tonumber(redis.call('HGET', KEYS[1], 'pos') or '0')
+  if net >= tonumber(ARGV[2]) then
+    redis.call('HSET', KEYS[1], 'state', ARGV[5], 'note', 'feedback')
+    redis.call('ZREM', KEYS[2], ARGV[3])
+    state = ARGV[5]
+  end
+end
+return state
+"""
 # Near misses kept in memory while Redis is away (newest kept): bounds a long outage's cost.
 MAX_BUFFERED_NEAR_MISSES = 10_000
 
@@ -599,21 +616,27 @@ class SemanticCache:
         One net thumbs-down demotes the entry (it needs more confidence to be served); at
         `flag_after_net_negative` it is flagged: no longer served, listed for review.
         """
-        key = self.store.keys.entry(entry_id)
-        if not self.redis.exists(key):
+        if not isinstance(entry_id, str):
             return None
-        self.redis.hincrby(key, "pos" if positive else "neg", 1)
-        entry = self.store.load(entry_id)
-        if entry is None:
+        # One script: the count lands only on an entry that exists (HINCRBY alone would
+        # recreate a just-deleted one as a half-written hash), and the flag is decided on the
+        # counts it made. A flagged generated entry leaves the LRU set, so the site's bound
+        # does not evict it before an admin reviewed it (its TTL still ends it).
+        state = self.redis.eval(
+            _FEEDBACK,
+            2,
+            self.store.keys.entry(entry_id),
+            self.store.keys.site_generated(site_of(entry_id)),
+            "pos" if positive else "neg",
+            self.config.flag_after_net_negative,
+            entry_id,
+            State.ACTIVE.value,
+            State.FLAGGED.value,
+        )
+        if state is None:
             return None
-        if (
-            entry.state == State.ACTIVE
-            and entry.negative - entry.positive >= self.config.flag_after_net_negative
-        ):
-            self.redis.hset(key, mapping={"state": State.FLAGGED.value, "note": "feedback"})
-            entry.state = State.FLAGGED
-        self._changed(entry.site_id, "upsert", [entry_id])
-        return entry.state.value
+        self._changed(site_of(entry_id), "upsert", [entry_id])
+        return state.decode()
 
     # --- admin reads -------------------------------------------------------------------------
 

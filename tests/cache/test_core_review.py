@@ -254,3 +254,30 @@ def test_a_repeated_sync_of_an_unchanged_faq_keeps_its_flag_and_counters(
     edited = FaqRecord(2, 1, "How do I return an item?", ["Returns?"], "Within 30 days.", True)
     cache.rebuild_site_faqs("shop", [edited])
     assert cache.lookup("shop", "How do I return an item?").hit
+
+
+def test_a_flagged_generated_answer_is_not_evicted_before_review(
+    make_cache: Callable[..., SemanticCache],
+) -> None:
+    # given: a full site (2 of 2 generated answers) whose oldest answer customers flagged
+    cache = make_cache(
+        admission_min_visitors=1, max_generated_per_site=2, flag_after_net_negative=1
+    )
+
+    def admit(question: str) -> str:
+        state = cache.offer_generated("shop", question, f"About {question}", "v", first_turn=True)
+        assert state == "admitted"
+        entry_id = cache.lookup("shop", question).entry_id
+        assert entry_id is not None
+        return entry_id
+
+    flagged = admit("Do you sell gift cards?")
+    admit("Is there a student discount?")
+    assert cache.record_feedback(flagged, positive=False) == "flagged"
+    # when: more answers are admitted
+    admit("Can I pick up my order in store?")
+    admit("Do you have a loyalty programme?")
+    # then: the flagged one is still listed for review (it no longer takes a served slot),
+    # and the served ones stay within the bound
+    assert [e.entry_id for e in cache.list_flagged("shop")] == [flagged]
+    assert len(cache.list_generated("shop", "active")) == 2
