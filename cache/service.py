@@ -469,7 +469,7 @@ class SemanticCache:
     # --- FAQ-derived entries -----------------------------------------------------------------
 
     def _check_site(self, site_id: str) -> None:
-        if not _SITE_ID.match(site_id):
+        if not isinstance(site_id, str) or not _SITE_ID.match(site_id):
             raise ValueError(f"invalid site id {site_id!r}")
 
     def sync_faq(

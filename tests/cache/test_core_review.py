@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -281,3 +282,21 @@ def test_a_flagged_generated_answer_is_not_evicted_before_review(
     # and the served ones stay within the bound
     assert [e.entry_id for e in cache.list_flagged("shop")] == [flagged]
     assert len(cache.list_generated("shop", "active")) == 2
+
+
+@pytest.mark.parametrize("site_id", [None, 7, b"shop", "a:b", ""])
+def test_writers_refuse_a_bad_site_id_with_a_clear_error(
+    cache: SemanticCache, site_id: object
+) -> None:
+    # given: a site id that is not a safe string (a caller passing a Site object's pk as int)
+    bad: Any = site_id
+    # then: each writer says so (ValueError naming it), rather than a TypeError from deep inside
+    with pytest.raises(ValueError, match="invalid site id"):
+        cache.sync_faq(bad, 1, 1, "How long does delivery take?", [], "3-5 days.", True)
+    with pytest.raises(ValueError, match="invalid site id"):
+        cache.offer_generated(bad, "Do you sell gift cards?", "Yes.", "v", first_turn=True)
+    with pytest.raises(ValueError, match="invalid site id"):
+        cache.purge_generated(bad)
+    with pytest.raises(ValueError, match="invalid site id"):
+        cache.set_site_policy(bad, 0.5)
+    assert cache.store.site_ids() == []
