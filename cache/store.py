@@ -325,7 +325,12 @@ class Store:
         that site falls back to the shipped threshold rather than serving anything."""
         found: dict[str, float] = {}
         for raw_site, raw_value in self.r.hgetall(self.keys.policy).items():
-            value = float(json.loads(raw_value))
+            try:
+                value = float(json.loads(raw_value))
+            except (ValueError, TypeError):
+                # Not a number: a process must still start (and its sync thread follow).
+                logger.error("cache: site %s threshold %r ignored", raw_site.decode(), raw_value)
+                continue
             if valid_min_confidence(value):
                 found[raw_site.decode()] = value
             else:

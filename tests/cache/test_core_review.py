@@ -300,3 +300,18 @@ def test_writers_refuse_a_bad_site_id_with_a_clear_error(
     with pytest.raises(ValueError, match="invalid site id"):
         cache.set_site_policy(bad, 0.5)
     assert cache.store.site_ids() == []
+
+
+def test_an_unreadable_site_threshold_is_ignored_not_fatal(
+    make_cache: Callable[..., SemanticCache],
+) -> None:
+    # given: a threshold written by hand (or another version) that is not a number
+    cache = make_cache()
+    load_shop(cache)
+    cache.redis.hset(cache.store.keys.policy, "shop", "high")
+    # when: a process starts (or rebuilds) and reads the thresholds
+    started = make_cache()
+    cache.rebuild()
+    # then: it starts, the site falls back to the shipped threshold, and it serves
+    assert "shop" not in started.store.policies()
+    assert started.lookup("shop", "I forgot my password, how can I reset it?").hit
