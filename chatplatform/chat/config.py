@@ -55,6 +55,11 @@ ANSWER_TIMEOUT_S = get_from_env("CHAT_ANSWER_TIMEOUT_S", 60.0, positive_float)
 CANCEL_GRACE_S = get_from_env("CHAT_CANCEL_GRACE_S", 15.0, positive_float)
 CANCEL_KEY_TTL_S = 600  # longer than any request can live in a worker
 
+# An open chat re-reads its site's settings (active, origins, cache switch, SLA, instructions)
+# when it is older than this, so an admin's change reaches open widgets within seconds at the
+# cost of one indexed query per site per socket per interval.
+SITE_REFRESH_S = get_from_env("CHAT_SITE_REFRESH_S", 5.0, positive_float)
+
 # Answers from the model are short support replies: bounded cost and latency per message.
 MAX_NEW_TOKENS = get_from_env("CHAT_MAX_NEW_TOKENS", 96, positive_int)
 # How much of the conversation goes into the prompt (the prompt builder trims further).

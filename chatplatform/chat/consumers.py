@@ -73,6 +73,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def connect(self) -> None:
         self.client_ip: str = (self.scope.get("client") or ["unknown"])[0] or "unknown"
         self.site: store.SiteInfo | None = None
+        self.site_key = ""
+        self.site_read_at = 0.0  # monotonic time `site` was read
         self.conversation_id: str | None = None
         self.turns: list[tuple[str, str]] = []  # recent (role, text), oldest first
         self.pending: dict[str, PendingAnswer] = {}
@@ -176,12 +178,36 @@ class ChatConsumer(AsyncWebsocketConsumer):
         elif self.site is None or self.conversation_id is None:
             raise ProtocolError(ErrorCode.HELLO_REQUIRED, "Say hello with your site key first.")
         elif isinstance(command, ChatMessage):
+            await self.refresh_site(command.client_message_id)
             await self.message_or_internal_error(command, arrival)
         elif isinstance(command, Feedback):
             await self.feedback(command)
         elif isinstance(command, Handoff):
             await database_sync_to_async(store.request_handoff)(self.conversation_id)
             await self.send_json({"type": ServerType.HANDOFF_OK.value})
+
+    async def refresh_site(self, client_message_id: str | None) -> None:
+        """Re-read the site's settings when they are older than SITE_REFRESH_S, and refuse the
+        message if the site was deactivated (or its key changed) or no longer allows this page
+        since the chat opened: an admin switching a site off must not leave open widgets
+        answering. The message is refused before it is stored, so nothing is half-written."""
+        assert self.site is not None
+        if time.monotonic() - self.site_read_at < config.SITE_REFRESH_S:
+            return
+        site = await database_sync_to_async(store.find_site)(self.site_key)
+        if site is None or site.id != self.site.id:
+            raise ProtocolError(
+                ErrorCode.UNKNOWN_SITE,
+                "This site's chat has been switched off.",
+                client_message_id,
+            )
+        if not site.allows_origin(self.origin()):
+            raise ProtocolError(
+                ErrorCode.ORIGIN_NOT_ALLOWED,
+                "This site does not allow the widget on this page.",
+                client_message_id,
+            )
+        self.site, self.site_read_at = site, time.monotonic()
 
     async def check_frame_rate(self) -> None:
         """Refuse a hello, feedback, handoff or ping over the per-socket or per-address limit
@@ -223,6 +249,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await limits.leave_conversation(conversation_id, self.channel_name)
             raise
         self.site, self.conversation_id, self.turns = site, conversation_id, welcome.turns
+        self.site_key, self.site_read_at = hello.site_key, time.monotonic()
         await self.send_json(
             {
                 "type": ServerType.WELCOME.value,

@@ -31,7 +31,8 @@ def reply_id_for(message_id: str, kind: str = "answer") -> str:
 
 @dataclass(frozen=True)
 class SiteInfo:
-    """What the consumer needs of a site, read once per connection."""
+    """What the consumer needs of a site, read at hello and refreshed every
+    config.SITE_REFRESH_S while the chat is open (see ChatConsumer.refresh_site)."""
 
     id: int
     name: str

@@ -58,6 +58,30 @@ async def test_origin_not_allowed() -> None:
     await stranger.close()
 
 
+@pytest.mark.parametrize(
+    ("change", "code"),
+    [({"is_active": False}, "unknown_site"), ({"allowed_origins": []}, "origin_not_allowed")],
+)
+async def test_a_site_switched_off_during_a_chat_refuses_its_next_message(
+    client: Client, monkeypatch: pytest.MonkeyPatch, change: dict[str, object], code: str
+) -> None:
+    """An open chat re-reads its site (config.SITE_REFRESH_S): an admin deactivating the site,
+    or removing the page's origin, stops open widgets too, and the refused message is not
+    stored."""
+    from asgiref.sync import sync_to_async
+
+    from chatplatform.tenants.models import Site
+
+    site = await make_site_async(cache_enabled=False)
+    await client.hello(site)
+    monkeypatch.setattr(config, "SITE_REFRESH_S", 0.0)
+    await sync_to_async(Site.objects.filter(pk=site.pk).update)(**change)
+    await client.send({"type": "message", "client_message_id": "c1", "text": "Still there?"})
+    error = await client.receive()
+    assert (error["type"], error["code"], error["ref"]) == ("error", code, "c1")
+    assert await count(Message) == 0
+
+
 async def test_message_before_hello_is_refused(client: Client) -> None:
     await client.send({"type": "message", "client_message_id": "c1", "text": "hi"})
     assert (await client.receive())["code"] == "hello_required"

@@ -418,6 +418,10 @@ def refuse_hellos_from(redis_url: str, address: str) -> list[str]:
     return keys
 
 
+# config.SITE_REFRESH_S (5 s by default, which the test platform keeps) plus a margin.
+SITE_REFRESH_WAIT_S = 5.5
+
+
 def hellos_sent(page) -> int:
     return page.evaluate("() => window.__sent.filter((f) => f.type === 'hello').length")
 
@@ -462,3 +466,22 @@ def test_hello_refused_for_good_stops_reconnecting(shop) -> None:
     # and nothing can be typed into a chat that will not connect
     assert page.locator("#cs-chat-widget textarea").is_disabled()
     assert page.get_by_role("button", name="Send").is_disabled()
+
+
+def test_site_switched_off_during_a_chat_stops_the_widget_and_gives_the_message_back(
+    shop,
+) -> None:
+    page, site = shop
+    page.locator("#cs-chat-widget .quick button").first.wait_for()  # welcomed
+    # given an admin who deactivates the site while the customer's chat is open
+    site.is_active = False
+    site.save()
+    time.sleep(SITE_REFRESH_WAIT_S)  # the open chat re-reads its site this often
+    # when the customer sends a message
+    ask(page, "Are you still open?")
+    # then it is refused with the reason, the text is back in the input, and the chat stops
+    page.locator("#cs-chat-widget .msg.notice").filter(has_text="unknown_site").wait_for()
+    page.locator("#cs-chat-widget .status").filter(has_text="Chat unavailable").wait_for()
+    assert page.locator("#cs-chat-widget textarea").input_value() == "Are you still open?"
+    assert page.locator("#cs-chat-widget textarea").is_disabled()
+    assert page.locator("#cs-chat-widget .msg.user").count() == 0

@@ -397,6 +397,12 @@
       giveBack(frame.ref);
     }
     notice(frame.message + " (" + frame.code + ")");
+    if (frame.code === "unknown_site" || frame.code === "origin_not_allowed") {
+      // The site was switched off (or stopped allowing this page) while the chat was open:
+      // every later message would be refused too. Stop, as for a hello refused for good.
+      refused = true;
+      socket.close();
+    }
   }
 
   function handle(frame) {
