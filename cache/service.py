@@ -153,7 +153,7 @@ class SemanticCache:
         for site_id in self.store.site_ids():
             index = SiteIndex(site_id, self.embeddings.dim, normalize)
             for entry in self.store.load_site(site_id):
-                if entry.state == State.ACTIVE:
+                if entry.state == State.ACTIVE and self._same_model(entry):
                     index.upsert(entry)
             index.refresh()
             site_rows = index.row_count()
@@ -193,7 +193,7 @@ class SemanticCache:
                     index.remove(entry_id)
             elif op == "upsert":
                 for entry_id, entry in self.store.load_many(entry_ids).items():
-                    if entry is None or entry.state != State.ACTIVE:
+                    if entry is None or entry.state != State.ACTIVE or not self._same_model(entry):
                         index.remove(entry_id)
                     elif self._over_row_bound(entry, index.entries.get(entry_id)):
                         # The stored version must not stay served in place of this one.
@@ -215,6 +215,21 @@ class SemanticCache:
             index.drop_expired(now)
             if index.dirty:
                 index.refresh()
+
+    def _same_model(self, entry: Entry) -> bool:
+        """Whether the entry was embedded by a model of this encoder's dimension.
+
+        Redis outlives an EMBEDDING_MODEL change: entries of the old model cannot share a
+        matrix with this one's (loading them failed the process's start). They are skipped;
+        `rebuild_semantic_cache` rewrites the FAQ ones, generated ones expire.
+        """
+        if entry.embeddings.shape[1] == self.embeddings.dim:
+            return True
+        logger.error(
+            "cache: entry %s skipped: embedded with dimension %d, the encoder's is %d",
+            entry.entry_id, entry.embeddings.shape[1], self.embeddings.dim,
+        )  # fmt: skip
+        return False
 
     def _over_row_bound(self, entry: Entry, current: Entry | None) -> bool:
         """Would holding `entry` in place of `current` (None: a new entry) pass the bound?"""

@@ -315,3 +315,27 @@ def test_an_unreadable_site_threshold_is_ignored_not_fatal(
     # then: it starts, the site falls back to the shipped threshold, and it serves
     assert "shop" not in started.store.policies()
     assert started.lookup("shop", "I forgot my password, how can I reset it?").hit
+
+
+def test_entries_of_another_embedding_model_are_skipped_not_fatal(
+    make_cache: Callable[..., SemanticCache],
+) -> None:
+    # given: Redis holds entries written under another EMBEDDING_MODEL (another dimension)
+    import numpy as np
+
+    from cache.types import Entry, Source
+
+    writer = make_cache()
+    load_shop(writer)
+    old = np.ones((1, 8), dtype=np.float32) / np.sqrt(8)
+    stale = Entry("shop:faq:99", "shop", Source.FAQ, ["Do you sell gift cards?"], "Yes.", old)
+    stale.faq_id, stale.faq_version = 99, 1
+    writer.store.save(stale)
+    writer.store.publish("shop", "upsert", [stale.entry_id])
+    # when: a process starts, and one already running applies the change
+    started = make_cache()
+    # then: both serve the site's other entries, and the stale one is a clean miss
+    for cache in (started, writer):
+        assert cache.lookup("shop", "I forgot my password, how can I reset it?").hit
+        assert not cache.lookup("shop", "Do you sell gift cards?").hit
+        assert not cache.lookup("shop", "Can I buy a gift card?").hit
