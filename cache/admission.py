@@ -7,12 +7,18 @@ normalized text) and got answers that agree, or when an admin approves it. Answe
 disagree reject the candidate (kept for review). Only a conversation's first customer turn is
 considered: later answers were written with the conversation's history and may depend on it.
 Questions or answers carrying personal data, follow-ups and later turns are never stored.
+
+An answer records its grounding: the FAQ versions the model was shown. An answer written with
+an FAQ version that has since changed or gone is refused (REJECTED_STALE_GROUNDING), and
+changing an FAQ's answer deletes the generated entries grounded on it (SemanticCache).
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -31,6 +37,9 @@ MAX_ANSWER_CHARS = 8_000  # a cached answer is shown whole in the chat widget
 # its read and its write (a purge, an admin's decision, a concurrent offer): each attempt
 # re-reads the newer state, so more than one retry needs changes racing it back to back.
 OFFER_ATTEMPTS = 3
+# Grounding items are "faq_id:version"; the consumer shows the model a few FAQs (3 today).
+_GROUNDING_ITEM = re.compile(r"^(\d{1,12}):(\d{1,12})$")
+MAX_GROUNDING = 16
 
 # Count a visitor only while the candidate is pending (else -1: re-read it). The visitor set
 # lives as long as the candidate.
@@ -58,6 +67,7 @@ def offer(
     answer: str,
     visitor: str,
     first_turn: bool,
+    grounding: Sequence[str] = (),
 ) -> Admission:
     """See SemanticCache.offer_generated."""
     from cache.service import generated_entry_id  # here: service imports this module
@@ -66,6 +76,9 @@ def offer(
     if isinstance(checked, Rejection) or not isinstance(answer, str) or not answer.strip():
         return Admission.REJECTED_INVALID
     if len(answer) > MAX_ANSWER_CHARS or not isinstance(visitor, str) or not visitor:
+        return Admission.REJECTED_INVALID
+    shown = parse_grounding(grounding)
+    if shown is None:
         return Admission.REJECTED_INVALID
     cache._check_site(site_id)
     if first_turn is not True:
@@ -81,7 +94,11 @@ def offer(
 
     entry_id = generated_entry_id(site_id, checked.normalized)
     for _ in range(OFFER_ATTEMPTS):
-        outcome = _offer_once(cache, site_id, entry_id, checked.text, answer.strip(), visitor)
+        if not grounding_is_current(cache.redis, cache, site_id, shown):
+            return Admission.REJECTED_STALE_GROUNDING
+        outcome = _offer_once(
+            cache, site_id, entry_id, checked.text, answer.strip(), visitor, shown
+        )
         if outcome is not None:
             return outcome
     logger.warning(
@@ -90,10 +107,49 @@ def offer(
     return Admission.PENDING
 
 
+def parse_grounding(grounding: object) -> list[tuple[int, int]] | None:
+    """[(faq_id, version)] of "faq_id:version" items; None when malformed."""
+    if isinstance(grounding, str) or not isinstance(grounding, Sequence):
+        return None
+    if len(grounding) > MAX_GROUNDING:
+        return None
+    shown: list[tuple[int, int]] = []
+    for item in grounding:
+        match = _GROUNDING_ITEM.match(item) if isinstance(item, str) else None
+        if match is None:
+            return None
+        shown.append((int(match[1]), int(match[2])))
+    return shown
+
+
+def grounding_is_current(
+    reader: Any, cache: SemanticCache, site_id: str, shown: list[tuple[int, int]]
+) -> bool:
+    """True when every FAQ shown to the model is still stored at the version shown.
+
+    `reader`: the Redis client, or a pipeline watching those FAQ entries (immediate mode)."""
+    from cache.service import faq_entry_id  # here: service imports this module
+
+    for faq_id, version in shown:
+        stored = reader.hget(cache.store.keys.entry(faq_entry_id(site_id, faq_id)), "faq_version")
+        if not stored or int(stored) != version:
+            return False
+    return True
+
+
 def _offer_once(
-    cache: SemanticCache, site_id: str, entry_id: str, text: str, answer: str, visitor: str
+    cache: SemanticCache,
+    site_id: str,
+    entry_id: str,
+    text: str,
+    answer: str,
+    visitor: str,
+    shown: list[tuple[int, int]],
 ) -> Admission | None:
-    """One attempt at an offer; None when another process changed the candidate meanwhile."""
+    """One attempt at an offer; None when another process changed the candidate (or an FAQ it
+    was grounded on) meanwhile."""
+    from cache.service import faq_entry_id  # here: service imports this module
+
     keys = cache.store.keys
     now = time.time()
     existing = cache.store.load(entry_id)
@@ -110,13 +166,16 @@ def _offer_once(
             expires_at=now + cache.config.pending_ttl_s,
             visitors=1,
             values=[extract_values(text)],
+            grounding=[f"{faq_id}:{version}" for faq_id, version in shown],
         )
         key = keys.entry(entry_id)
+        faq_keys = [keys.entry(faq_entry_id(site_id, faq_id)) for faq_id, _ in shown]
 
         def create(pipe: Any) -> bool:
             # Only if still absent: a concurrent first offer's answer must be compared with
-            # this one (next attempt), not overwritten by it.
-            if pipe.exists(key):
+            # this one (next attempt), not overwritten by it. The FAQs it was grounded on are
+            # watched too: an edit between the check and this write retries the offer.
+            if pipe.exists(key) or not grounding_is_current(pipe, cache, site_id, shown):
                 return False
             pipe.multi()
             cache.store.save(entry, pipe)
@@ -124,9 +183,12 @@ def _offer_once(
             pipe.sadd(keys.visitors(entry_id), visitor)
             pipe.expireat(keys.visitors(entry_id), int(entry.expires_at or now) + 1)
             pipe.zadd(keys.site_pending(site_id), {entry_id: now})
+            cache.store.add_grounded(
+                site_id, entry_id, [f for f, _ in shown], _grounded_ttl_s(cache), pipe
+            )
             return True
 
-        if not cache.redis.transaction(create, key, value_from_callable=True):
+        if not cache.redis.transaction(create, key, *faq_keys, value_from_callable=True):
             return None
         _bound_pending(cache, site_id)
         if cache.config.admission_min_visitors <= 1:
@@ -192,6 +254,10 @@ def _admit(cache: SemanticCache, entry: Entry, note: str, expected: State) -> bo
         pipe.delete(keys.visitors(entry.entry_id))
         pipe.zrem(keys.site_pending(entry.site_id), entry.entry_id)
         pipe.zadd(keys.site_generated(entry.site_id), {entry.entry_id: now})
+        faq_ids = [int(item.split(":")[0]) for item in entry.grounding]
+        cache.store.add_grounded(
+            entry.site_id, entry.entry_id, faq_ids, _grounded_ttl_s(cache), pipe
+        )
         cache.store.publish(entry.site_id, "upsert", [entry.entry_id], pipe)
         return True
 
@@ -200,6 +266,11 @@ def _admit(cache: SemanticCache, entry: Entry, note: str, expected: State) -> bo
     cache.apply_change(entry.site_id, "upsert", [entry.entry_id])
     _bound_generated(cache, entry.site_id)
     return True
+
+
+def _grounded_ttl_s(cache: SemanticCache) -> int:
+    """Life of a grounding record: longer than any entry it names can live from now."""
+    return int(cache.config.pending_ttl_s + cache.config.generated_ttl_s) + 60
 
 
 def set_state(cache: SemanticCache, entry_id: str, state: State, note: str) -> bool:

@@ -19,7 +19,7 @@ import re
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -447,7 +447,15 @@ class SemanticCache:
             entry = snapshot.entries[group]
             if entry.faq_id is None:
                 continue  # only curated FAQs ground prompts and holding replies
-            found.append(Suggestion(entry.faq_id, entry.questions[0], entry.answer, score))
+            found.append(
+                Suggestion(
+                    entry.faq_id,
+                    entry.questions[0],
+                    entry.answer,
+                    score,
+                    faq_version=entry.faq_version or 0,
+                )
+            )
             if len(found) == k:
                 break
         return found
@@ -529,9 +537,12 @@ class SemanticCache:
             created_at=time.time(),
             values=[extract_values(q) for q in questions],
         )
+        previous_answer = self.redis.hget(self.store.keys.entry(entry_id), "answer")
         if not self.store.save_faq_if_newest(entry):
             return False
         self.apply_change(site_id, "upsert", [entry_id])
+        if previous_answer is not None and previous_answer.decode() != answer:
+            self.drop_grounded_on(site_id, faq_id)  # they may repeat the old answer
         return True
 
     def remove_faq(self, site_id: str, faq_id: int, version: int | None = None) -> bool:
@@ -546,7 +557,22 @@ class SemanticCache:
         if outcome == "overtaken":
             return False  # a newer version is stored and stays served
         self.apply_change(site_id, "delete", [entry_id])
+        self.drop_grounded_on(site_id, faq_id)
         return outcome == "deleted"
+
+    def drop_grounded_on(self, site_id: str, faq_id: int) -> int:
+        """Delete the generated entries (any state) whose answer was written with this FAQ
+        shown to the model: its answer changed or it is gone, so they may state old facts.
+        Returns how many were deleted."""
+        ids = self.store.pop_grounded(site_id, faq_id)
+        if not ids:
+            return 0
+        count = self.store.delete(site_id, ids)
+        self._changed(site_id, "delete", ids)
+        logger.info(
+            "cache: FAQ %s of site %s changed; %d generated entries dropped", faq_id, site_id, count
+        )
+        return count
 
     def rebuild_site_faqs(self, site_id: str, faqs: list[FaqRecord]) -> int:
         """Make the site's FAQ entries exactly `faqs` (the management command). Returns count."""
@@ -560,6 +586,8 @@ class SemanticCache:
         if stale:
             self.store.delete(site_id, stale)
             self._changed(site_id, "delete", stale)
+            for entry_id in stale:
+                self.drop_grounded_on(site_id, int(entry_id.rsplit(":", 1)[1]))
         written = 0
         for faq in faqs:
             written += self.sync_faq(
@@ -577,6 +605,7 @@ class SemanticCache:
         visitor: str,
         *,
         first_turn: bool = False,
+        grounding: Sequence[str] = (),
     ) -> str:
         """Offer a model answer for caching; returns the admission state (an Admission code).
 
@@ -587,8 +616,13 @@ class SemanticCache:
         so the model answered it without any history. The default is the safe side: an offer
         not known to be a first turn is refused (REJECTED_MID_CONVERSATION) and counts for
         nothing, since the answer may lean on earlier turns.
+        `grounding`: the FAQ versions the model was shown, as "faq_id:version" (Suggestion's
+        faq_id and faq_version). An answer grounded on a version no longer stored is refused,
+        and an entry is deleted when an FAQ it was grounded on changes its answer or goes.
         """
-        return admission.offer(self, site_id, question, answer, visitor, first_turn).value
+        return admission.offer(
+            self, site_id, question, answer, visitor, first_turn, grounding
+        ).value
 
     def approve_generated(self, entry_id: str) -> bool:
         """An admin's approval: the entry is served from now on (fresh TTL)."""
@@ -602,6 +636,7 @@ class SemanticCache:
         self._check_site(site_id)
         ids = [e for e in self.store.site_entry_ids(site_id) if ":gen:" in e]
         count = self.store.delete(site_id, ids)
+        self.store.delete_grounded(site_id)
         if ids:
             self._changed(site_id, "delete", ids)
         return count
@@ -613,6 +648,7 @@ class SemanticCache:
         count = self.store.delete(site_id, ids)
         self.redis.delete(self.store.keys.near_misses(site_id))
         self.store.delete_tombstones(site_id)
+        self.store.delete_grounded(site_id)
         self.redis.srem(self.store.keys.sites, site_id)
         self.store.set_policy(site_id, None)
         self._changed(site_id, "delete", ids)
@@ -717,9 +753,12 @@ class SemanticCache:
         visitor: str,
         *,
         first_turn: bool = False,
+        grounding: Sequence[str] = (),
     ) -> str:
         return await asyncio.to_thread(
-            lambda: self.offer_generated(site_id, question, answer, visitor, first_turn=first_turn)
+            lambda: self.offer_generated(
+                site_id, question, answer, visitor, first_turn=first_turn, grounding=grounding
+            )
         )
 
     async def arecord_feedback(self, entry_id: str, positive: bool) -> str | None:

@@ -60,6 +60,13 @@ class Keys:
         """SCAN pattern of a site's FAQ tombstones (site ids hold no glob characters)."""
         return f"{self.p}:e:{site_id}:faq:*:removed"
 
+    def grounded(self, site_id: str, faq_id: int) -> str:
+        """Set of the generated entries whose answer was written with this FAQ shown."""
+        return f"{self.p}:s:{site_id}:grounded:{faq_id}"
+
+    def site_grounded_pattern(self, site_id: str) -> str:
+        return f"{self.p}:s:{site_id}:grounded:*"
+
     def site_entries(self, site_id: str) -> str:
         return f"{self.p}:s:{site_id}:entries"
 
@@ -103,6 +110,7 @@ def entry_to_mapping(entry: Entry) -> dict[str, str | bytes | float | int]:
         "neg": entry.negative,
         "visitors": entry.visitors,
         "note": entry.note,
+        "grounding": ",".join(entry.grounding),
     }
 
 
@@ -135,6 +143,7 @@ def entry_from_mapping(entry_id: str, data: dict[bytes, bytes]) -> Entry | None:
         visitors=int(data.get(b"visitors") or 0),
         note=(data.get(b"note") or b"").decode(),
         values=[extract_values(q) for q in questions],
+        grounding=[g for g in (data.get(b"grounding") or b"").decode().split(",") if g],
     )
 
 
@@ -232,6 +241,33 @@ class Store:
             return "deleted" if existed else "absent"
 
         return self.r.transaction(attempt, key, removed_key, value_from_callable=True)
+
+    def add_grounded(
+        self, site_id: str, entry_id: str, faq_ids: Iterable[int], ttl_s: int, pipe: Any
+    ) -> None:
+        """Record (in `pipe`) that the entry's answer was written with these FAQs shown.
+
+        Every add resets the set's life to `ttl_s` from now, which outlives any member added
+        so far (an entry lives at most pending + generated TTL from its own add), so a set is
+        never gone while an entry it names can still be served."""
+        for faq_id in faq_ids:
+            key = self.keys.grounded(site_id, faq_id)
+            pipe.sadd(key, entry_id)
+            pipe.expire(key, ttl_s)
+
+    def pop_grounded(self, site_id: str, faq_id: int) -> list[str]:
+        """The entries recorded as written with this FAQ shown; the record is cleared."""
+        pipe = self.r.pipeline(transaction=True)
+        key = self.keys.grounded(site_id, faq_id)
+        pipe.smembers(key)
+        pipe.delete(key)
+        members, _ = pipe.execute()
+        return sorted(member.decode() for member in members)
+
+    def delete_grounded(self, site_id: str) -> None:
+        keys = list(self.r.scan_iter(match=self.keys.site_grounded_pattern(site_id), count=1000))
+        if keys:
+            self.r.delete(*keys)
 
     def delete_tombstones(self, site_id: str) -> None:
         keys = list(self.r.scan_iter(match=self.keys.site_removed_pattern(site_id), count=1000))

@@ -36,6 +36,9 @@ class Admission(StrEnum):
     REJECTED_INVALID = "rejected_invalid"
     REJECTED_INCONSISTENT = "rejected_inconsistent"
     REJECTED_BY_ADMIN = "rejected_by_admin"
+    # The model was shown an FAQ version that has since changed or gone: its answer may state
+    # the old facts.
+    REJECTED_STALE_GROUNDING = "rejected_stale_grounding"
     FLAGGED = "flagged"
 
 
@@ -83,6 +86,9 @@ class Entry:
     visitors: int = 0  # distinct visitors whose first question produced this generated answer
     note: str = ""  # why it is in its state, for the admin ("admin", "inconsistent", ...)
     values: list[tuple[str, ...]] = field(default_factory=list)  # per phrasing, in order
+    # Generated entries: the FAQ versions the model was shown ("faq_id:version"). Changing
+    # such an FAQ's answer, or removing the FAQ, deletes the entry (it may repeat old facts).
+    grounding: list[str] = field(default_factory=list)
 
     @property
     def demoted(self) -> bool:
@@ -112,6 +118,7 @@ class Suggestion:
     question: str
     answer: str
     score: float
+    faq_version: int = 0  # the version shown, recorded as the grounding of a model answer
 
 
 @dataclass(frozen=True, slots=True)

@@ -72,6 +72,9 @@ class InferenceRequest:
     max_new_tokens: int = 256
     stop: list[str] = field(default_factory=list)
     arrival: float = 0.0  # unix time the customer's message arrived at the server
+    # The FAQ versions in the prompt ("faq_id:version"). The worker does not read them; it
+    # hands them back on the result so that the cache knows what the answer was grounded on.
+    grounding: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -94,6 +97,7 @@ class InferenceResult:
     ttft_ms: float | None  # arrival -> first token produced; None if none was produced
     total_ms: float  # arrival -> last token
     gpu_seconds: float = 0.0  # engine time attributable to this request (for cost figures)
+    grounding: list[str] = field(default_factory=list)  # the request's, handed back
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -273,6 +273,7 @@ class Engine(ABC):
             ttft_ms=None if first is None else round((first - ticket.arrival) * 1000, 1),
             total_ms=round((now - ticket.arrival) * 1000, 1),
             gpu_seconds=round(ticket.gpu_seconds, 4),
+            grounding=list(request.grounding),
         )
         ticket.done.set()
 

@@ -194,6 +194,7 @@ class AnswerService:
             completion_tokens=0,
             ttft_ms=None,
             total_ms=round((now - arrival) * 1000, 1),
+            grounding=list(request.grounding),
         )
         self._conclude(request, event, result)
         return f"refused:{refusal.code}"

@@ -38,6 +38,7 @@ class Suggestion:
     faq_id: int
     question: str
     answer: str
+    faq_version: int = 0  # the version shown: the grounding of the model's answer
 
     def as_dict(self) -> dict[str, object]:
         return {"faq_id": self.faq_id, "question": self.question, "answer": self.answer}
@@ -81,7 +82,10 @@ async def suggestions(site_id: int, question: str) -> list[Suggestion]:
     """The FAQ entries nearest the question: prompt grounding and holding-reply suggestions."""
     cache = await get_cache()
     found = await cache.anearest_faqs(str(site_id), question, k=config.SUGGESTION_COUNT)
-    return [Suggestion(faq_id=s.faq_id, question=s.question, answer=s.answer) for s in found]
+    return [
+        Suggestion(faq_id=s.faq_id, question=s.question, answer=s.answer, faq_version=s.faq_version)
+        for s in found
+    ]
 
 
 def inference_request(
@@ -108,6 +112,7 @@ def inference_request(
         deadline=arrival + sla_ms / 1000.0,
         max_new_tokens=config.MAX_NEW_TOKENS,
         arrival=arrival,
+        grounding=[f"{s.faq_id}:{s.faq_version}" for s in grounding],
     )
 
 

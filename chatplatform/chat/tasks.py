@@ -121,7 +121,12 @@ def offer_to_cache(result: InferenceResult, offer: CacheOffer) -> None:
     from chatplatform.semanticcache.service import get_cache
 
     state = get_cache().offer_generated(
-        result.site_id, offer.question, result.text, offer.visitor, first_turn=offer.first_turn
+        result.site_id,
+        offer.question,
+        result.text,
+        offer.visitor,
+        first_turn=offer.first_turn,
+        grounding=result.grounding,
     )
     logger.info("finalize: answer to %s offered to the cache: %s", result.message_id, state)
 

@@ -18,6 +18,7 @@ from channels.layers import get_channel_layer
 from chatplatform.chat import config
 from chatplatform.chat.tasks import finalize_answer
 from chatplatform.conversations.models import Message
+from chatplatform.faq.models import FAQ
 from inference.contracts import InferenceResult, conversation_group
 from tests.chat.conftest import Client, make_site, queued_inference_requests
 
@@ -123,6 +124,9 @@ async def test_miss_is_queued_with_the_deadline_and_the_stream_relayed(
     assert request["deadline"] - request["arrival"] == pytest.approx(5.0)
     assert f"<customer>\n{NOVEL_QUESTION}\n</customer>" in request["messages"][-1]["content"]
     assert request["messages"][0]["role"] == "system"
+    # and names the FAQ versions shown to the model (the cache's admission reads them back)
+    faq = await sync_to_async(FAQ.objects.get)(site=site)
+    assert request["grounding"] == [f"{faq.pk}:{faq.version}"]
     # and the worker's stream reaches the customer as start, deltas, end
     mid = ack["message_id"]
     await worker_events(

@@ -17,7 +17,13 @@ from tests.chat.conftest import make_site
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def ask_and_answer(site_id: int, conversation_id: str, question: str, at: datetime) -> str:
+def ask_and_answer(
+    site_id: int,
+    conversation_id: str,
+    question: str,
+    at: datetime,
+    grounding: list[str] | None = None,
+) -> str:
     """Store a question as the consumer does, then finalize the model's answer to it."""
     [(message_id, created)] = store.save_questions(
         [
@@ -44,6 +50,7 @@ def ask_and_answer(site_id: int, conversation_id: str, question: str, at: dateti
         ttft_ms=120.0,
         total_ms=320.0,
         gpu_seconds=0.2,
+        grounding=grounding or [],
     )
     return finalize_answer(result.to_dict())
 
@@ -82,3 +89,31 @@ def test_the_visitor_is_the_widgets_id_or_else_the_clients_address(chat_cache) -
     # then admission counted two distinct visitors
     [entry] = chat_cache.list_generated(str(site.pk))
     assert entry.visitors == 2
+
+
+def test_the_offer_records_the_faq_versions_the_model_was_shown(chat_cache) -> None:
+    import time
+
+    from chatplatform.faq.models import FAQ
+
+    # given a first question answered by the model with the site's FAQ in its prompt
+    site = make_site()
+    faq = FAQ.objects.get(site=site)
+    conversation_id, _ = store.open_conversation(site.pk, None, "v_1", "203.0.113.7")
+    grounding = [f"{faq.pk}:{faq.version}"]
+    question = "Do you ship to Iceland by boat?"
+    assert ask_and_answer(site.pk, conversation_id, question, datetime.now(tz=UTC), grounding)
+    [offered] = chat_cache.list_generated(str(site.pk))
+    assert chat_cache.get_entry(offered.entry_id).grounding == grounding
+    # when an admin changes that FAQ's answer
+    faq.answer = "Standard shipping now takes 1-2 business days."
+    faq.save()
+    # then the answer written from the old one is dropped
+    deadline = time.monotonic() + 3
+    while chat_cache.list_generated(str(site.pk)):
+        assert time.monotonic() < deadline, "the grounded answer was not dropped"
+        time.sleep(0.02)
+    # and a late answer written from the old version is refused
+    other, _ = store.open_conversation(site.pk, None, "v_2", "203.0.113.8")
+    assert ask_and_answer(site.pk, other, question, datetime.now(tz=UTC), grounding)
+    assert chat_cache.list_generated(str(site.pk)) == []

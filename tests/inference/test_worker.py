@@ -207,7 +207,7 @@ def send(client: Celery, payload: dict[str, Any]) -> None:
 
 async def test_answer_streams_to_the_group_and_is_finalized(workers, client, redis, url) -> None:
     # given a customer's conversation group being watched
-    payload = make_request("stream-1")
+    payload = make_request("stream-1", grounding=["12:3", "40:1"])
     async with GroupWatcher(url, payload["conversation_id"]) as watcher:
         # when the chat layer sends the request
         send(client, payload)
@@ -220,6 +220,8 @@ async def test_answer_streams_to_the_group_and_is_finalized(workers, client, red
     assert "".join(e["text"] for e in watcher.events[1:-1]) == result["text"] != ""
     assert result["finish_reason"] in {"length", "stop"} and result["completion_tokens"] <= 16
     assert result["ttft_ms"] > 0
+    # the FAQ versions the prompt was grounded on come back for the cache's admission
+    assert result["grounding"] == ["12:3", "40:1"]
     # and the result went to the CPU queue for persisting, once
     assert await_until(lambda: len(finalized(redis, "stream-1")) == 1)
     assert finalized(redis, "stream-1")[0] == result
