@@ -52,10 +52,12 @@ redis.call('HSET', KEYS[1], 'visitors', visitors)
 return visitors
 """
 # Reject a candidate whose answers disagree, only while it is pending (else 0: re-read it).
+# KEYS: entry hash, site pending zset, site rejected zset; ARGV: pending, rejected, id, now.
 _REJECT_IF_PENDING = """
 if redis.call('HGET', KEYS[1], 'state') ~= ARGV[1] then return 0 end
 redis.call('HSET', KEYS[1], 'state', ARGV[2], 'note', 'inconsistent')
 redis.call('ZREM', KEYS[2], ARGV[3])
+redis.call('ZADD', KEYS[3], ARGV[4], ARGV[3])
 return 1
 """
 
@@ -210,10 +212,14 @@ def _offer_once(
     # decision, a purge or an admission since the load wins, and the offer is re-read.
     if agreement < cache.config.answer_agreement:
         rejected = cache.redis.eval(
-            _REJECT_IF_PENDING, 2, keys.entry(entry_id), keys.site_pending(site_id),
-            State.PENDING.value, State.REJECTED.value, entry_id,
+            _REJECT_IF_PENDING, 3, keys.entry(entry_id), keys.site_pending(site_id),
+            keys.site_rejected(site_id), State.PENDING.value, State.REJECTED.value, entry_id,
+            time.time(),
         )  # fmt: skip
-        return Admission.REJECTED_INCONSISTENT if rejected else None
+        if not rejected:
+            return None
+        _bound_rejected(cache, site_id)
+        return Admission.REJECTED_INCONSISTENT
     visitors = int(
         cache.redis.eval(
             _COUNT_VISITOR_IF_PENDING,
@@ -253,6 +259,7 @@ def _admit(cache: SemanticCache, entry: Entry, note: str, expected: State) -> bo
         cache.store.save(entry, pipe)
         pipe.delete(keys.visitors(entry.entry_id))
         pipe.zrem(keys.site_pending(entry.site_id), entry.entry_id)
+        pipe.zrem(keys.site_rejected(entry.site_id), entry.entry_id)
         pipe.zadd(keys.site_generated(entry.site_id), {entry.entry_id: now})
         faq_ids = [int(item.split(":")[0]) for item in entry.grounding]
         cache.store.add_grounded(
@@ -301,12 +308,18 @@ def _set_unserved(
         pipe.hset(key, mapping={"state": state.value, "note": note})
         pipe.zrem(keys.site_generated(site_id), entry_id)
         pipe.zrem(keys.site_pending(site_id), entry_id)
+        if state == State.REJECTED:
+            pipe.zadd(keys.site_rejected(site_id), {entry_id: time.time()})
+        else:
+            pipe.zrem(keys.site_rejected(site_id), entry_id)
         cache.store.publish(site_id, "upsert", [entry_id], pipe)
         return True
 
     if not cache.redis.transaction(write, key, value_from_callable=True):
         return False
     cache.apply_change(site_id, "upsert", [entry_id])
+    if state == State.REJECTED:
+        _bound_rejected(cache, site_id)
     return True
 
 
@@ -329,3 +342,20 @@ def _bound_pending(cache: SemanticCache, site_id: str) -> None:
         return
     dropped = [member.decode() for member, _ in cache.redis.zpopmin(key, overflow)]
     cache.store.delete(site_id, dropped)
+
+
+def _bound_rejected(cache: SemanticCache, site_id: str) -> None:
+    """Drop the oldest rejected entries beyond the site's bound (kept only for review).
+
+    Anyone can create rejected entries (fresh visitor ids, distinct questions): without a
+    bound they would pile up in Redis for their whole TTL. Ids whose entry already expired
+    are dropped from the set first, so they do not count against the bound.
+    """
+    key = cache.store.keys.site_rejected(site_id)
+    longest_life_s = max(cache.config.pending_ttl_s, cache.config.generated_ttl_s)
+    cache.redis.zremrangebyscore(key, "-inf", time.time() - longest_life_s)
+    overflow = int(cache.redis.zcard(key)) - cache.config.max_rejected_per_site
+    if overflow <= 0:
+        return
+    dropped = [member.decode() for member, _ in cache.redis.zpopmin(key, overflow)]
+    cache.store.delete(site_id, dropped)  # never in an index: nothing to publish

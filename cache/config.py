@@ -32,6 +32,15 @@ FLAG_AFTER_NET_NEGATIVE = 3
 # admin's list of questions that an extra FAQ phrasing would catch.
 NEAR_MISS_MIN_CONFIDENCE = 0.3
 MAX_NEAR_MISSES_PER_SITE = 500
+# The near-miss list is refreshed on each flush: a site nobody asks any more (or one purged
+# while another process still held buffered near misses) loses its list a month later
+# instead of keeping it in Redis forever.
+NEAR_MISS_TTL_S = 30 * DAY_S
+# Rejected generated entries (answers that disagreed, or an admin's rejection) are kept for
+# review until their TTL. Anyone can create them (new visitor ids, distinct questions), so they
+# are bounded per site, oldest dropped: an admin reviews a list, not thousands, and 1,000
+# entries of up to ~10 KB each (an 8,000-character answer, its embedding) cap a site at ~10 MB.
+MAX_REJECTED_PER_SITE = 1_000
 # Index rows (phrasings) one process holds over all sites. Measured by cache.benchmark: ~5.7 KB
 # per row at 100k rows (the float32 embedding twice, in its entry and in the search matrix,
 # plus the entry's Python objects), so 150k rows bound the index at ~0.85 GB per process.
@@ -43,6 +52,14 @@ SYNC_BLOCK_MS = 200
 FLUSH_INTERVAL_S = 1.0
 CHANGE_STREAM_MAXLEN = 100_000  # a process behind by more than this rebuilds from scratch
 EMBEDDING_LRU_SIZE = 10_000  # repeated questions skip the encoder (~1.6 KB each)
+# The cache's Redis client gives up on a connect, or on a reply, after these many seconds: a
+# Redis that accepts connections but never answers must fail an admin's save or a flush with a
+# Redis error, not hang it forever. A healthy Redis answers in milliseconds; the longest wait
+# on a healthy one is the change follower's XREAD BLOCK (SYNC_BLOCK_MS, 0.2 s), so the reply
+# timeout is kept well above it (SemanticCache refuses one under MIN_TIMEOUT_OVER_BLOCK_S more).
+REDIS_CONNECT_TIMEOUT_S = 5.0
+REDIS_SOCKET_TIMEOUT_S = 5.0
+MIN_TIMEOUT_OVER_BLOCK_S = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,11 +78,15 @@ class CacheConfig:
     flag_after_net_negative: int = FLAG_AFTER_NET_NEGATIVE
     near_miss_min_confidence: float = NEAR_MISS_MIN_CONFIDENCE
     max_near_misses_per_site: int = MAX_NEAR_MISSES_PER_SITE
+    near_miss_ttl_s: int = NEAR_MISS_TTL_S
+    max_rejected_per_site: int = MAX_REJECTED_PER_SITE
     max_rows_per_process: int = MAX_ROWS_PER_PROCESS
     sync_block_ms: int = SYNC_BLOCK_MS
     flush_interval_s: float = FLUSH_INTERVAL_S
     change_stream_maxlen: int = CHANGE_STREAM_MAXLEN
     embedding_lru_size: int = EMBEDDING_LRU_SIZE
+    redis_connect_timeout_s: float = REDIS_CONNECT_TIMEOUT_S
+    redis_socket_timeout_s: float = REDIS_SOCKET_TIMEOUT_S
     # Start the background thread that follows other processes' changes. Off only for
     # one-shot tools that own the Redis database (the evaluation).
     follow_changes: bool = True

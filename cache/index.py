@@ -139,6 +139,17 @@ class SiteIndex:
             self._dirty = True
             return removed
 
+    def remove_if_same(self, entry: Entry) -> bool:
+        """Remove the entry only if the index still holds that version of it (a lookup found
+        it expired in an older snapshot: a re-admission of the same id since then is kept)."""
+        with self._lock:
+            current = self.entries.get(entry.entry_id)
+            if current is None or (current is not entry and current.expires_at != entry.expires_at):
+                return False
+            del self.entries[entry.entry_id]
+            self._dirty = True
+            return True
+
     def drop_expired(self, now: float) -> int:
         """Forget entries whose TTL passed (Redis expires their hash without a change).
 

@@ -26,7 +26,7 @@ import numpy as np
 import redis
 
 from cache import admission
-from cache.config import CacheConfig
+from cache.config import MIN_TIMEOUT_OVER_BLOCK_S, CacheConfig
 from cache.decision import Decision, servable
 from cache.embedding import EmbeddingService
 from cache.encoder import Encoder
@@ -112,7 +112,18 @@ class FaqRecord:
 class SemanticCache:
     def __init__(self, redis_url: str, encoder: Encoder, config: CacheConfig | None = None) -> None:
         self.config = config or CacheConfig()
-        self.redis = redis.Redis.from_url(redis_url)
+        block_s = self.config.sync_block_ms / 1000
+        if self.config.redis_socket_timeout_s < block_s + MIN_TIMEOUT_OVER_BLOCK_S:
+            # Every idle XREAD BLOCK would time out: the follower would rebuild in a loop.
+            raise ValueError(
+                f"Redis socket timeout {self.config.redis_socket_timeout_s} s must exceed the"
+                f" change stream's block ({block_s} s) by {MIN_TIMEOUT_OVER_BLOCK_S} s"
+            )
+        self.redis = redis.Redis.from_url(
+            redis_url,
+            socket_connect_timeout=self.config.redis_connect_timeout_s,
+            socket_timeout=self.config.redis_socket_timeout_s,
+        )
         self.store = Store(self.redis, self.config.key_prefix, self.config.change_stream_maxlen)
         self.embeddings = EmbeddingService(encoder, self.config.embedding_lru_size)
         self._indexes: dict[str, SiteIndex] = {}
@@ -187,6 +198,9 @@ class SemanticCache:
             if op == "policy":
                 self._policies = self.store.policies()
                 return
+            if op == "purge":
+                self._drop_buffered(site_id)
+                return
             index = self._index(site_id)
             if op == "delete":
                 for entry_id in entry_ids:
@@ -207,6 +221,14 @@ class SemanticCache:
                 logger.warning("cache: unknown change op %r ignored", op)
                 return
             index.refresh()
+
+    def _drop_buffered(self, site_id: str) -> None:
+        """Forget the buffered hit counts and near misses of a purged site: flushed later,
+        they would bring back the site's near-miss list that the purge deleted."""
+        with self._buffer_lock:
+            self._near = [miss for miss in self._near if miss.site_id != site_id]
+            for entry_id in [e for e in self._hits if site_of(e) == site_id]:
+                del self._hits[entry_id]
 
     def refresh_indexes(self) -> None:
         """Drop expired entries and rebuild dirty snapshots (sync thread, about once a second)."""
@@ -265,6 +287,7 @@ class SemanticCache:
             key = keys.near_misses(miss.site_id)
             pipe.lpush(key, json.dumps(_near_dict(miss)))
             pipe.ltrim(key, 0, self.config.max_near_misses_per_site - 1)
+            pipe.expire(key, self.config.near_miss_ttl_s)
         try:
             pipe.execute()
         except redis.RedisError:
@@ -340,7 +363,8 @@ class SemanticCache:
             return self._miss(start, Miss.NO_ENTRY)
         if exact_entry is not None:
             if exact_entry.expires_at is not None and exact_entry.expires_at <= time.time():
-                index.remove(exact_entry.entry_id)
+                # Only this version: a re-admission applied meanwhile stays served.
+                index.remove_if_same(exact_entry)
                 return self._miss(start, Miss.EXPIRED)
             return self._hit(start, exact_entry, Tier.EXACT, 1.0)
         return _Prepared(site_id, checked, snapshot, start)
@@ -359,7 +383,8 @@ class SemanticCache:
         if values not in entry.values:
             return self._candidate_miss(prepared.start, Miss.VALUE_MISMATCH, entry, decision)
         if entry.expires_at is not None and entry.expires_at <= time.time():
-            self._index(prepared.site_id).remove(entry.entry_id)
+            # Only this version: a re-admission applied since the snapshot stays served.
+            self._index(prepared.site_id).remove_if_same(entry)
             return self._miss(prepared.start, Miss.EXPIRED)
         return self._hit(prepared.start, entry, Tier.SEMANTIC, decision.confidence)
 
@@ -637,6 +662,7 @@ class SemanticCache:
         ids = [e for e in self.store.site_entry_ids(site_id) if ":gen:" in e]
         count = self.store.delete(site_id, ids)
         self.store.delete_grounded(site_id)
+        self.redis.delete(self.store.keys.site_rejected(site_id))
         if ids:
             self._changed(site_id, "delete", ids)
         return count
@@ -646,13 +672,18 @@ class SemanticCache:
         self._check_site(site_id)
         ids = self.store.site_entry_ids(site_id)
         count = self.store.delete(site_id, ids)
-        self.redis.delete(self.store.keys.near_misses(site_id))
+        self.redis.delete(
+            self.store.keys.near_misses(site_id), self.store.keys.site_rejected(site_id)
+        )
         self.store.delete_tombstones(site_id)
         self.store.delete_grounded(site_id)
         self.redis.srem(self.store.keys.sites, site_id)
         self.store.set_policy(site_id, None)
         self._changed(site_id, "delete", ids)
         self._changed(site_id, "policy", [])
+        # Every process drops the site's buffered near misses and hit counts (processes of an
+        # older version log this op as unknown and ignore it; the near-miss TTL bounds theirs).
+        self._changed(site_id, "purge", [])
         return count
 
     def delete_entry(self, entry_id: str) -> bool:
@@ -734,6 +765,11 @@ class SemanticCache:
         return True
 
     def list_near_misses(self, site_id: str, limit: int = 100) -> list[NearMiss]:
+        """The site's newest near misses, at most `limit` (none for a limit of 0 or less)."""
+        # LRANGE 0 -1 (limit 0) or 0 -2 would return the whole list.
+        limit = min(limit, self.config.max_near_misses_per_site)
+        if limit <= 0:
+            return []
         raw = self.redis.lrange(self.store.keys.near_misses(site_id), 0, limit - 1)
         return [NearMiss(**json.loads(item)) for item in raw]
 

@@ -11,6 +11,7 @@ Key layout (prefix `sc1`, one Redis database shared by all processes):
     {p}:s:{site}:entries      set: ids of all the site's entries (any state)
     {p}:s:{site}:gen          zset: active generated entries by last use (LRU eviction)
     {p}:s:{site}:pending      zset: pending generated entries by creation time
+    {p}:s:{site}:rejected     zset: rejected generated entries by rejection time (bound)
     {p}:s:{site}:near         list: recent near misses (JSON), newest first
     {p}:sites                 set: sites that have entries
     {p}:policy                hash: site -> serving threshold override (JSON float)
@@ -75,6 +76,9 @@ class Keys:
 
     def site_pending(self, site_id: str) -> str:
         return f"{self.p}:s:{site_id}:pending"
+
+    def site_rejected(self, site_id: str) -> str:
+        return f"{self.p}:s:{site_id}:rejected"
 
     def near_misses(self, site_id: str) -> str:
         return f"{self.p}:s:{site_id}:near"
@@ -313,6 +317,7 @@ class Store:
         pipe.srem(self.keys.site_entries(site_id), *ids)
         pipe.zrem(self.keys.site_generated(site_id), *ids)
         pipe.zrem(self.keys.site_pending(site_id), *ids)
+        pipe.zrem(self.keys.site_rejected(site_id), *ids)
         results = pipe.execute()
         return sum(1 for deleted in results[: len(ids)] if deleted)
 
