@@ -53,9 +53,13 @@ def set_site_policy(site_id: int, min_confidence: float | None) -> None:
     if _cache is not None:
         _cache.set_site_policy(str(site_id), min_confidence)
         return
-    client = redis.Redis.from_url(settings.REDIS_URL)
+    config = _config()
+    client = redis.Redis.from_url(
+        settings.REDIS_URL,
+        socket_connect_timeout=config.redis_connect_timeout_s,
+        socket_timeout=config.redis_socket_timeout_s,
+    )
     try:
-        config = _config()
         store = Store(client, config.key_prefix, config.change_stream_maxlen)
         store.set_policy(str(site_id), min_confidence)
         store.publish(str(site_id), "policy")
