@@ -27,6 +27,14 @@ pytestmark = [pytest.mark.django_db, pytest.mark.slow]  # loads the embedding mo
 QUESTION = "Do you ship abroad?"
 
 
+def served_faq(capture_on_commit: Callable) -> tuple[Site, FAQ]:
+    """A site with one FAQ (QUESTION -> "Yes, to 40."), committed and synced to the cache."""
+    with capture_on_commit(execute=True):
+        site = Site.objects.create(name="shop")
+        faq = FAQ.objects.create(site=site, question=QUESTION, answer="Yes, to 40.")
+    return site, faq
+
+
 def served_answer(site: Site, question: str = QUESTION) -> str | None:
     return get_cache().lookup(str(site.pk), question).answer
 
@@ -36,9 +44,7 @@ def test_queryset_update_reaches_the_cache(
     django_capture_on_commit_callbacks: Callable,
 ) -> None:
     # given: a served FAQ
-    with django_capture_on_commit_callbacks(execute=True):
-        site = Site.objects.create(name="shop")
-        faq = FAQ.objects.create(site=site, question=QUESTION, answer="Yes, to 40.")
+    site, faq = served_faq(django_capture_on_commit_callbacks)
     assert served_answer(site) == "Yes, to 40."
     # when: its answer changes by a queryset update (no save(), no post_save)
     with django_capture_on_commit_callbacks(execute=True):
@@ -255,9 +261,7 @@ def test_csv_import_reaches_the_cache_and_a_dry_run_does_not(
 
     from chatplatform.faq.resources import FAQResource
 
-    with django_capture_on_commit_callbacks(execute=True):
-        site = Site.objects.create(name="shop")
-        faq = FAQ.objects.create(site=site, question=QUESTION, answer="Yes, to 40.")
+    site, faq = served_faq(django_capture_on_commit_callbacks)
     phrasing = "Is there a store in Berlin where I can pick up parcels?"
     headers = ["id", "site", "question", "answer", "is_active", "variants"]
     rows = [
