@@ -764,6 +764,21 @@ class SemanticCache:
         self._changed(entry.site_id, "upsert", [entry_id])
         return True
 
+    def dismiss_near_misses(self, site_id: str, question: str) -> int:
+        """Remove the site's near misses of this question (same normalized text), e.g. once an
+        admin made it a phrasing of an FAQ. Returns how many were removed."""
+        self._check_site(site_id)
+        checked = check_question(question)
+        if isinstance(checked, Rejection):
+            return 0
+        key = self.store.keys.near_misses(site_id)
+        removed = 0
+        for raw in set(self.redis.lrange(key, 0, -1)):
+            stored = check_question(json.loads(raw).get("question"))
+            if isinstance(stored, CheckedQuestion) and stored.normalized == checked.normalized:
+                removed += int(self.redis.lrem(key, 0, raw))
+        return removed
+
     def list_near_misses(self, site_id: str, limit: int = 100) -> list[NearMiss]:
         """The site's newest near misses, at most `limit` (none for a limit of 0 or less)."""
         # LRANGE 0 -1 (limit 0) or 0 -2 would return the whole list.

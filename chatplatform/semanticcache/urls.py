@@ -9,5 +9,10 @@ urlpatterns = [
     path("sites/<int:site_id>/generated/", views.generated, name="generated"),
     path("sites/<int:site_id>/flagged/", views.flagged, name="flagged"),
     path("sites/<int:site_id>/near-misses/", views.near_misses, name="near_misses"),
+    path(
+        "sites/<int:site_id>/near-misses/action/",
+        views.near_miss_action,
+        name="near_miss_action",
+    ),
     path("entries/action/", views.entry_action, name="entry_action"),
 ]

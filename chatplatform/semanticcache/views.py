@@ -21,7 +21,7 @@ from django.views.decorators.http import require_POST
 from cache.service import site_of
 from cache.types import Source, State
 from chatplatform.dashboards.access import readable_sites
-from chatplatform.faq.models import FAQ
+from chatplatform.faq.models import FAQ, FAQVariant
 from chatplatform.semanticcache.service import get_cache
 from chatplatform.tenants.models import Site
 
@@ -98,6 +98,43 @@ def near_misses(request: HttpRequest, site_id: int) -> HttpResponse:
     ]
     context = {"site": site, "misses": misses, "title": f"Cache near misses: {site.name}"}
     return render(request, "semanticcache/near_misses.html", context)
+
+
+@staff_member_required
+@require_POST
+def near_miss_action(request: HttpRequest, site_id: int) -> HttpResponse:
+    """A near miss in one click: add the question as a phrasing of the FAQ it nearly matched
+    (the FAQ's sync then serves it, and its paraphrases score higher), or dismiss it."""
+    site = _readable_site(request, site_id)
+    back = redirect(reverse("semanticcache:near_misses", args=[site.pk]))
+    question = request.POST.get("question", "").strip()
+    action = request.POST.get("action", "")
+    if action not in ("add_phrasing", "dismiss") or not question:
+        return HttpResponseBadRequest("unknown action, or no question")
+    if not request.user.has_perm("faq.change_faq"):
+        return HttpResponse("You may not change this site's answers.", status=403)
+    if action == "add_phrasing":
+        max_chars = FAQVariant._meta.get_field("text").max_length or 0
+        if len(question) > max_chars:
+            messages.error(request, f"Phrasings are at most {max_chars} characters.")
+            return back
+        # Only an FAQ of this very site: the form's faq_id is the client's word.
+        faq = get_object_or_404(FAQ, pk=request.POST.get("faq_id") or 0, site=site)
+        with transaction.atomic():
+            _, created = FAQVariant.objects.get_or_create(faq=faq, text=question)
+        if created:
+            messages.success(request, f"Added as a phrasing of FAQ {faq.pk}: {faq.question}")
+        else:
+            messages.info(request, f"FAQ {faq.pk} already has this phrasing.")
+    try:
+        removed = get_cache().dismiss_near_misses(str(site.pk), question)
+    except redis.RedisError:
+        logger.exception("cache: near misses of site %s not dismissed", site.pk)
+        messages.warning(request, "The cache did not answer: the near miss is still listed.")
+        return back
+    if action == "dismiss":
+        messages.success(request, f"Dismissed ({removed} listed).")
+    return back
 
 
 @staff_member_required
