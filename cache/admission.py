@@ -261,7 +261,7 @@ def _admit(cache: SemanticCache, entry: Entry, note: str, expected: State) -> bo
         pipe.zrem(keys.site_pending(entry.site_id), entry.entry_id)
         pipe.zrem(keys.site_rejected(entry.site_id), entry.entry_id)
         pipe.zadd(keys.site_generated(entry.site_id), {entry.entry_id: now})
-        faq_ids = [int(item.split(":")[0]) for item in entry.grounding]
+        faq_ids = [faq_id for faq_id, _ in parse_grounding(entry.grounding) or []]
         cache.store.add_grounded(
             entry.site_id, entry.entry_id, faq_ids, _grounded_ttl_s(cache), pipe
         )

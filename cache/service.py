@@ -796,22 +796,6 @@ class SemanticCache:
 
     # --- async twins of the writers (Redis and encoder work in a thread) ---------------------
 
-    async def aoffer_generated(
-        self,
-        site_id: str,
-        question: str,
-        answer: str,
-        visitor: str,
-        *,
-        first_turn: bool = False,
-        grounding: Sequence[str] = (),
-    ) -> str:
-        return await asyncio.to_thread(
-            lambda: self.offer_generated(
-                site_id, question, answer, visitor, first_turn=first_turn, grounding=grounding
-            )
-        )
-
     async def arecord_feedback(self, entry_id: str, positive: bool) -> str | None:
         return await asyncio.to_thread(self.record_feedback, entry_id, positive)
 

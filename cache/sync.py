@@ -54,21 +54,19 @@ class ChangeFollower(threading.Thread):
                     self.cache.refresh_indexes()
                     self._check_not_trimmed()
                     last_flush = time.monotonic()
-            except redis.RedisError as error:
+            except Exception as error:  # noqa: BLE001 - this thread must outlive any failure
+                # A Redis outage, or a change it cannot parse or apply (another code version's,
+                # a hand-made XADD, an unreadable entry), would otherwise end the thread, and
+                # the process would serve deleted and edited entries until restarted. A rebuild
+                # reloads everything from Redis and resumes after the newest change.
                 if self._stop_event.is_set():
                     return
-                logger.warning("cache sync: Redis error (%s); retrying in %.1f s", error, backoff)
-                failed = True
-                self._stop_event.wait(backoff)
-                backoff = min(backoff * 2, MAX_BACKOFF_S)
-            except Exception:  # noqa: BLE001 - this thread must outlive any one bad change
-                # A change it cannot parse or apply (another code version's, a hand-made
-                # XADD, an unreadable entry) would otherwise end the thread, and the process
-                # would serve deleted and edited entries until restarted. A rebuild reloads
-                # everything from Redis and resumes after the newest change.
-                if self._stop_event.is_set():
-                    return
-                logger.exception("cache sync: unexpected error; rebuilding in %.1f s", backoff)
+                if isinstance(error, redis.RedisError):
+                    logger.warning(
+                        "cache sync: Redis error (%s); retrying in %.1f s", error, backoff
+                    )
+                else:
+                    logger.exception("cache sync: unexpected error; rebuilding in %.1f s", backoff)
                 failed = True
                 self._stop_event.wait(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF_S)

@@ -186,28 +186,28 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await database_sync_to_async(store.request_handoff)(self.conversation_id)
             await self.send_json({"type": ServerType.HANDOFF_OK.value})
 
-    async def refresh_site(self, client_message_id: str | None) -> None:
-        """Re-read the site's settings when they are older than SITE_REFRESH_S, and refuse the
-        message if the site was deactivated (or its key changed) or no longer allows this page
-        since the chat opened: an admin switching a site off must not leave open widgets
-        answering. The message is refused before it is stored, so nothing is half-written."""
-        assert self.site is not None
-        if time.monotonic() - self.site_read_at < config.SITE_REFRESH_S:
-            return
-        site = await database_sync_to_async(store.find_site)(self.site_key)
-        if site is None or site.id != self.site.id:
-            raise ProtocolError(
-                ErrorCode.UNKNOWN_SITE,
-                "This site's chat has been switched off.",
-                client_message_id,
-            )
+    async def active_site(self, site_key: str, ref: str | None = None) -> store.SiteInfo:
+        """The site of this widget key, if it is active and allows this page; `ref` names the
+        client frame a refusal answers."""
+        site = await database_sync_to_async(store.find_site)(site_key)
+        if site is None:
+            raise ProtocolError(ErrorCode.UNKNOWN_SITE, "No active site has this widget key.", ref)
         if not site.allows_origin(self.origin()):
             raise ProtocolError(
                 ErrorCode.ORIGIN_NOT_ALLOWED,
                 "This site does not allow the widget on this page.",
-                client_message_id,
+                ref,
             )
-        self.site, self.site_read_at = site, time.monotonic()
+        return site
+
+    async def refresh_site(self, client_message_id: str) -> None:
+        """Re-read the site's settings when they are older than SITE_REFRESH_S: an admin who
+        deactivated the site, or removed this page's origin, since the chat opened stops open
+        widgets too. The message is refused before it is stored, so nothing is half-written."""
+        if time.monotonic() - self.site_read_at < config.SITE_REFRESH_S:
+            return
+        self.site = await self.active_site(self.site_key, client_message_id)
+        self.site_read_at = time.monotonic()
 
     async def check_frame_rate(self) -> None:
         """Refuse a hello, feedback, handoff or ping over the per-socket or per-address limit
@@ -227,13 +227,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         """
         if self.conversation_id is not None:
             raise ProtocolError(ErrorCode.ALREADY_HELLO, "This socket already joined a chat.")
-        site = await database_sync_to_async(store.find_site)(hello.site_key)
-        if site is None:
-            raise ProtocolError(ErrorCode.UNKNOWN_SITE, "No active site has this widget key.")
-        if not site.allows_origin(self.origin()):
-            raise ProtocolError(
-                ErrorCode.ORIGIN_NOT_ALLOWED, "This site does not allow the widget on this page."
-            )
+        site = await self.active_site(hello.site_key)
         conversation_id, resumed = await database_sync_to_async(store.open_conversation)(
             site.id, hello.conversation_id, hello.visitor_id, self.client_ip
         )

@@ -118,8 +118,11 @@ def near_miss_action(request: HttpRequest, site_id: int) -> HttpResponse:
         if len(question) > max_chars:
             messages.error(request, f"Phrasings are at most {max_chars} characters.")
             return back
+        faq_id = request.POST.get("faq_id", "")
+        if not faq_id.isdigit():
+            return HttpResponseBadRequest("faq_id must be an FAQ's number")
         # Only an FAQ of this very site: the form's faq_id is the client's word.
-        faq = get_object_or_404(FAQ, pk=request.POST.get("faq_id") or 0, site=site)
+        faq = get_object_or_404(FAQ, pk=int(faq_id), site=site)
         with transaction.atomic():
             _, created = FAQVariant.objects.get_or_create(faq=faq, text=question)
         if created:

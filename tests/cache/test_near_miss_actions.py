@@ -111,6 +111,15 @@ def test_near_miss_actions_need_the_change_faq_permission_and_a_known_action(
     record_near_miss(site)
     bad = admin_client.post(action_url(site), {"action": "sudo", "question": NEAR})
     assert bad.status_code == 400
+    for faq_id in ("", "abc", "-1"):
+        malformed = admin_client.post(
+            action_url(site), {"action": "add_phrasing", "faq_id": faq_id, "question": NEAR}
+        )
+        assert malformed.status_code == 400
+    too_long = admin_client.post(
+        action_url(site), {"action": "add_phrasing", "faq_id": faq.pk, "question": "x" * 501}
+    )
+    assert too_long.status_code == 302 and not FAQVariant.objects.exists()
     viewer = User.objects.create_user("viewer", password="pw-for-tests", is_staff=True)
     viewer.user_permissions.add(Permission.objects.get(codename="view_faq"))
     site.dashboard_access.create(user=viewer)
