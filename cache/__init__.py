@@ -5,7 +5,8 @@ Importing this package is cheap; the encoder (onnxruntime) loads when one is bui
 """
 
 from cache.config import CacheConfig
-from cache.service import FaqRecord, SemanticCache
+from cache.faqs import FaqRecord
+from cache.service import SemanticCache
 from cache.types import Admission, LookupResult, NearMiss, Suggestion
 
 __all__ = [

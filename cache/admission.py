@@ -10,7 +10,7 @@ Questions or answers carrying personal data, follow-ups and later turns are neve
 
 An answer records its grounding: the FAQ versions the model was shown. An answer written with
 an FAQ version that has since changed or gone is refused (REJECTED_STALE_GROUNDING), and
-changing an FAQ's answer deletes the generated entries grounded on it (SemanticCache).
+changing an FAQ's answer deletes the generated entries grounded on it (faqs.py).
 """
 
 from __future__ import annotations
@@ -19,16 +19,15 @@ import logging
 import re
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from cache.guards import extract_values, is_follow_up, personal_data_kinds
+from cache.ids import check_site_id, faq_entry_id, generated_entry_id
 from cache.normalize import Rejection, check_question
+from cache.replica import Replica
 from cache.types import Admission, Entry, Source, State
-
-if TYPE_CHECKING:
-    from cache.service import SemanticCache
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +62,7 @@ return 1
 
 
 def offer(
-    cache: SemanticCache,
+    replica: Replica,
     site_id: str,
     question: str,
     answer: str,
@@ -72,8 +71,6 @@ def offer(
     grounding: Sequence[str] = (),
 ) -> Admission:
     """See SemanticCache.offer_generated."""
-    from cache.service import generated_entry_id  # here: service imports this module
-
     checked = check_question(question)
     if isinstance(checked, Rejection) or not isinstance(answer, str) or not answer.strip():
         return Admission.REJECTED_INVALID
@@ -82,7 +79,7 @@ def offer(
     shown = parse_grounding(grounding)
     if shown is None:
         return Admission.REJECTED_INVALID
-    cache._check_site(site_id)
+    check_site_id(site_id)
     if first_turn is not True:
         return Admission.REJECTED_MID_CONVERSATION
     # A first turn has no history, so the history-free follow-up test is the right one.
@@ -90,16 +87,16 @@ def offer(
         return Admission.REJECTED_FOLLOW_UP
     if personal_data_kinds(checked.text) or personal_data_kinds(answer):
         return Admission.REJECTED_PERSONAL_DATA
-    index = cache._indexes.get(site_id)
+    index = replica.find_index(site_id)
     if index is not None and checked.normalized in index.snapshot().exact:
         return Admission.ALREADY_CACHED  # an FAQ or an admitted answer already serves it
 
     entry_id = generated_entry_id(site_id, checked.normalized)
     for _ in range(OFFER_ATTEMPTS):
-        if not grounding_is_current(cache.redis, cache, site_id, shown):
+        if not grounding_is_current(replica.redis, replica, site_id, shown):
             return Admission.REJECTED_STALE_GROUNDING
         outcome = _offer_once(
-            cache, site_id, entry_id, checked.text, answer.strip(), visitor, shown
+            replica, site_id, entry_id, checked.text, answer.strip(), visitor, shown
         )
         if outcome is not None:
             return outcome
@@ -125,22 +122,20 @@ def parse_grounding(grounding: object) -> list[tuple[int, int]] | None:
 
 
 def grounding_is_current(
-    reader: Any, cache: SemanticCache, site_id: str, shown: list[tuple[int, int]]
+    reader: Any, replica: Replica, site_id: str, shown: list[tuple[int, int]]
 ) -> bool:
     """True when every FAQ shown to the model is still stored at the version shown.
 
     `reader`: the Redis client, or a pipeline watching those FAQ entries (immediate mode)."""
-    from cache.service import faq_entry_id  # here: service imports this module
-
     for faq_id, version in shown:
-        stored = reader.hget(cache.store.keys.entry(faq_entry_id(site_id, faq_id)), "faq_version")
+        stored = reader.hget(replica.store.keys.entry(faq_entry_id(site_id, faq_id)), "faq_version")
         if not stored or int(stored) != version:
             return False
     return True
 
 
 def _offer_once(
-    cache: SemanticCache,
+    replica: Replica,
     site_id: str,
     entry_id: str,
     text: str,
@@ -150,11 +145,9 @@ def _offer_once(
 ) -> Admission | None:
     """One attempt at an offer; None when another process changed the candidate (or an FAQ it
     was grounded on) meanwhile."""
-    from cache.service import faq_entry_id  # here: service imports this module
-
-    keys = cache.store.keys
+    keys = replica.store.keys
     now = time.time()
-    existing = cache.store.load(entry_id)
+    existing = replica.store.load(entry_id)
     if existing is None:
         entry = Entry(
             entry_id=entry_id,
@@ -162,10 +155,10 @@ def _offer_once(
             source=Source.GENERATED,
             questions=[text],
             answer=answer,
-            embeddings=cache.embeddings.embed_many([text]),
+            embeddings=replica.embeddings.embed_many([text]),
             state=State.PENDING,
             created_at=now,
-            expires_at=now + cache.config.pending_ttl_s,
+            expires_at=now + replica.config.pending_ttl_s,
             visitors=1,
             values=[extract_values(text)],
             grounding=[f"{faq_id}:{version}" for faq_id, version in shown],
@@ -177,24 +170,24 @@ def _offer_once(
             # Only if still absent: a concurrent first offer's answer must be compared with
             # this one (next attempt), not overwritten by it. The FAQs it was grounded on are
             # watched too: an edit between the check and this write retries the offer.
-            if pipe.exists(key) or not grounding_is_current(pipe, cache, site_id, shown):
+            if pipe.exists(key) or not grounding_is_current(pipe, replica, site_id, shown):
                 return False
             pipe.multi()
-            cache.store.save(entry, pipe)
+            replica.store.save(entry, pipe)
             pipe.delete(keys.visitors(entry_id))
             pipe.sadd(keys.visitors(entry_id), visitor)
             pipe.expireat(keys.visitors(entry_id), int(entry.expires_at or now) + 1)
             pipe.zadd(keys.site_pending(site_id), {entry_id: now})
-            cache.store.add_grounded(
-                site_id, entry_id, [f for f, _ in shown], _grounded_ttl_s(cache), pipe
+            replica.store.add_grounded(
+                site_id, entry_id, [f for f, _ in shown], _grounded_ttl_s(replica), pipe
             )
             return True
 
-        if not cache.redis.transaction(create, key, *faq_keys, value_from_callable=True):
+        if not replica.redis.transaction(create, key, *faq_keys, value_from_callable=True):
             return None
-        _bound_pending(cache, site_id)
-        if cache.config.admission_min_visitors <= 1:
-            return Admission.ADMITTED if _admit(cache, entry, "", State.PENDING) else None
+        _bound_pending(replica, site_id)
+        if replica.config.admission_min_visitors <= 1:
+            return Admission.ADMITTED if _admit(replica, entry, "", State.PENDING) else None
         return Admission.PENDING
     if existing.state == State.ACTIVE:
         return Admission.ALREADY_CACHED
@@ -206,22 +199,22 @@ def _offer_once(
         return Admission.REJECTED_INCONSISTENT
 
     # A pending candidate: does this visitor's answer agree with the stored one?
-    vectors = cache.embeddings.embed_many([existing.answer, answer])
+    vectors = replica.embeddings.embed_many([existing.answer, answer])
     agreement = float(np.dot(vectors[0], vectors[1]))
     # Each write below happens only while the candidate is still pending: an admin's
     # decision, a purge or an admission since the load wins, and the offer is re-read.
-    if agreement < cache.config.answer_agreement:
-        rejected = cache.redis.eval(
+    if agreement < replica.config.answer_agreement:
+        rejected = replica.redis.eval(
             _REJECT_IF_PENDING, 3, keys.entry(entry_id), keys.site_pending(site_id),
             keys.site_rejected(site_id), State.PENDING.value, State.REJECTED.value, entry_id,
             time.time(),
         )  # fmt: skip
         if not rejected:
             return None
-        _bound_rejected(cache, site_id)
+        _bound_rejected(replica, site_id)
         return Admission.REJECTED_INCONSISTENT
     visitors = int(
-        cache.redis.eval(
+        replica.redis.eval(
             _COUNT_VISITOR_IF_PENDING,
             2,
             keys.entry(entry_id),
@@ -234,71 +227,69 @@ def _offer_once(
     if visitors < 0:
         return None
     existing.visitors = visitors
-    if visitors >= cache.config.admission_min_visitors:
-        return Admission.ADMITTED if _admit(cache, existing, "", State.PENDING) else None
+    if visitors >= replica.config.admission_min_visitors:
+        return Admission.ADMITTED if _admit(replica, existing, "", State.PENDING) else None
     return Admission.PENDING
 
 
-def _admit(cache: SemanticCache, entry: Entry, note: str, expected: State) -> bool:
+def _admit(replica: Replica, entry: Entry, note: str, expected: State) -> bool:
     """Serve the entry from now on, with a fresh TTL, within the site's bound.
 
     Only if its stored state is still `expected` (what the caller loaded): False otherwise,
     so a purge or an admin's decision made meanwhile is never overwritten.
     """
-    keys = cache.store.keys
+    keys = replica.store.keys
     key = keys.entry(entry.entry_id)
     now = time.time()
     entry.state = State.ACTIVE
     entry.note = note
-    entry.expires_at = now + cache.config.generated_ttl_s
+    entry.expires_at = now + replica.config.generated_ttl_s
 
     def write(pipe: Any) -> bool:
         if pipe.hget(key, "state") != expected.value.encode():
             return False
         pipe.multi()
-        cache.store.save(entry, pipe)
+        replica.store.save(entry, pipe)
         pipe.delete(keys.visitors(entry.entry_id))
         pipe.zrem(keys.site_pending(entry.site_id), entry.entry_id)
         pipe.zrem(keys.site_rejected(entry.site_id), entry.entry_id)
         pipe.zadd(keys.site_generated(entry.site_id), {entry.entry_id: now})
         faq_ids = [faq_id for faq_id, _ in parse_grounding(entry.grounding) or []]
-        cache.store.add_grounded(
-            entry.site_id, entry.entry_id, faq_ids, _grounded_ttl_s(cache), pipe
+        replica.store.add_grounded(
+            entry.site_id, entry.entry_id, faq_ids, _grounded_ttl_s(replica), pipe
         )
-        cache.store.publish(entry.site_id, "upsert", [entry.entry_id], pipe)
+        replica.store.publish(entry.site_id, "upsert", [entry.entry_id], pipe)
         return True
 
-    if not cache.redis.transaction(write, key, value_from_callable=True):
+    if not replica.redis.transaction(write, key, value_from_callable=True):
         return False
-    cache.apply_change(entry.site_id, "upsert", [entry.entry_id])
-    _bound_generated(cache, entry.site_id)
+    replica.apply_change(entry.site_id, "upsert", [entry.entry_id])
+    _bound_generated(replica, entry.site_id)
     return True
 
 
-def _grounded_ttl_s(cache: SemanticCache) -> int:
+def _grounded_ttl_s(replica: Replica) -> int:
     """Life of a grounding record: longer than any entry it names can live from now."""
-    return int(cache.config.pending_ttl_s + cache.config.generated_ttl_s) + 60
+    return int(replica.config.pending_ttl_s + replica.config.generated_ttl_s) + 60
 
 
-def set_state(cache: SemanticCache, entry_id: str, state: State, note: str) -> bool:
+def set_state(replica: Replica, entry_id: str, state: State, note: str) -> bool:
     """An admin's decision on a generated entry. False when the entry is gone."""
     for _ in range(OFFER_ATTEMPTS):
-        entry = cache.store.load(entry_id)
+        entry = replica.store.load(entry_id)
         if entry is None or entry.source != Source.GENERATED:
             return False
         if state != State.ACTIVE:
-            return _set_unserved(cache, entry.site_id, entry_id, state, note)
+            return _set_unserved(replica, entry.site_id, entry_id, state, note)
         loaded_state = entry.state
         entry.positive = entry.negative = 0  # a reviewed entry starts with a clean slate
-        if _admit(cache, entry, note, loaded_state):
+        if _admit(replica, entry, note, loaded_state):
             return True
     return False
 
 
-def _set_unserved(
-    cache: SemanticCache, site_id: str, entry_id: str, state: State, note: str
-) -> bool:
-    keys = cache.store.keys
+def _set_unserved(replica: Replica, site_id: str, entry_id: str, state: State, note: str) -> bool:
+    keys = replica.store.keys
     key = keys.entry(entry_id)
 
     def write(pipe: Any) -> bool:
@@ -312,50 +303,50 @@ def _set_unserved(
             pipe.zadd(keys.site_rejected(site_id), {entry_id: time.time()})
         else:
             pipe.zrem(keys.site_rejected(site_id), entry_id)
-        cache.store.publish(site_id, "upsert", [entry_id], pipe)
+        replica.store.publish(site_id, "upsert", [entry_id], pipe)
         return True
 
-    if not cache.redis.transaction(write, key, value_from_callable=True):
+    if not replica.redis.transaction(write, key, value_from_callable=True):
         return False
-    cache.apply_change(site_id, "upsert", [entry_id])
+    replica.apply_change(site_id, "upsert", [entry_id])
     if state == State.REJECTED:
-        _bound_rejected(cache, site_id)
+        _bound_rejected(replica, site_id)
     return True
 
 
-def _bound_generated(cache: SemanticCache, site_id: str) -> None:
+def _bound_generated(replica: Replica, site_id: str) -> None:
     """Evict the least recently used active generated entries beyond the site's bound."""
-    key = cache.store.keys.site_generated(site_id)
-    overflow = int(cache.redis.zcard(key)) - cache.config.max_generated_per_site
+    key = replica.store.keys.site_generated(site_id)
+    overflow = int(replica.redis.zcard(key)) - replica.config.max_generated_per_site
     if overflow <= 0:
         return
-    evicted = [member.decode() for member, _ in cache.redis.zpopmin(key, overflow)]
-    cache.store.delete(site_id, evicted)
-    cache._changed(site_id, "delete", evicted)
+    evicted = [member.decode() for member, _ in replica.redis.zpopmin(key, overflow)]
+    replica.store.delete(site_id, evicted)
+    replica.changed(site_id, "delete", evicted)
 
 
-def _bound_pending(cache: SemanticCache, site_id: str) -> None:
+def _bound_pending(replica: Replica, site_id: str) -> None:
     """Drop the oldest pending candidates beyond the site's bound (they are not served)."""
-    key = cache.store.keys.site_pending(site_id)
-    overflow = int(cache.redis.zcard(key)) - cache.config.max_pending_per_site
+    key = replica.store.keys.site_pending(site_id)
+    overflow = int(replica.redis.zcard(key)) - replica.config.max_pending_per_site
     if overflow <= 0:
         return
-    dropped = [member.decode() for member, _ in cache.redis.zpopmin(key, overflow)]
-    cache.store.delete(site_id, dropped)
+    dropped = [member.decode() for member, _ in replica.redis.zpopmin(key, overflow)]
+    replica.store.delete(site_id, dropped)
 
 
-def _bound_rejected(cache: SemanticCache, site_id: str) -> None:
+def _bound_rejected(replica: Replica, site_id: str) -> None:
     """Drop the oldest rejected entries beyond the site's bound (kept only for review).
 
     Anyone can create rejected entries (fresh visitor ids, distinct questions): without a
     bound they would pile up in Redis for their whole TTL. Ids whose entry already expired
     are dropped from the set first, so they do not count against the bound.
     """
-    key = cache.store.keys.site_rejected(site_id)
-    longest_life_s = max(cache.config.pending_ttl_s, cache.config.generated_ttl_s)
-    cache.redis.zremrangebyscore(key, "-inf", time.time() - longest_life_s)
-    overflow = int(cache.redis.zcard(key)) - cache.config.max_rejected_per_site
+    key = replica.store.keys.site_rejected(site_id)
+    longest_life_s = max(replica.config.pending_ttl_s, replica.config.generated_ttl_s)
+    replica.redis.zremrangebyscore(key, "-inf", time.time() - longest_life_s)
+    overflow = int(replica.redis.zcard(key)) - replica.config.max_rejected_per_site
     if overflow <= 0:
         return
-    dropped = [member.decode() for member, _ in cache.redis.zpopmin(key, overflow)]
-    cache.store.delete(site_id, dropped)  # never in an index: nothing to publish
+    dropped = [member.decode() for member, _ in replica.redis.zpopmin(key, overflow)]
+    replica.store.delete(site_id, dropped)  # never in an index: nothing to publish

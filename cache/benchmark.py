@@ -28,7 +28,8 @@ import psutil
 from cache.banking import read_labelled, simulate_site
 from cache.config import CacheConfig
 from cache.encoder import load_encoder
-from cache.service import SemanticCache, faq_entry_id
+from cache.ids import faq_entry_id
+from cache.service import SemanticCache
 from cache.store import Store
 from cache.types import Entry, Source
 
@@ -215,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
         result = run(args, args.redis_url)
     else:
         # The project's embedded redis-server helper (plain Python, no Django).
-        from chatplatform.embedded_redis import throwaway_redis
+        from embedded_redis import throwaway_redis
 
         with throwaway_redis(prefix="bench-redis-") as redis_url:
             result = run(args, redis_url)

@@ -216,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
         result = run(args, args.redis_url)
     else:
         # The project's embedded redis-server helper (plain Python, no Django).
-        from chatplatform.embedded_redis import throwaway_redis
+        from embedded_redis import throwaway_redis
 
         with throwaway_redis(prefix="eval-redis-") as redis_url:
             result = run(args, redis_url)

@@ -11,12 +11,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import TYPE_CHECKING
 
 import redis
 
-if TYPE_CHECKING:
-    from cache.service import SemanticCache
+from cache.replica import Replica
 
 logger = logging.getLogger(__name__)
 
@@ -29,9 +27,9 @@ def _stream_id(value: str) -> tuple[int, int]:
 
 
 class ChangeFollower(threading.Thread):
-    def __init__(self, cache: SemanticCache, rebuild_first: bool = False) -> None:
+    def __init__(self, replica: Replica, rebuild_first: bool = False) -> None:
         super().__init__(name="cache-sync", daemon=True)
-        self.cache = cache
+        self.replica = replica
         self._rebuild_first = rebuild_first
         self._stop_event = threading.Event()
 
@@ -45,13 +43,13 @@ class ChangeFollower(threading.Thread):
         while not self._stop_event.is_set():
             try:
                 if failed:
-                    self.cache.rebuild()
+                    self.replica.rebuild()
                     failed = False
                     backoff = 0.1
                 self._follow_once()
-                if time.monotonic() - last_flush >= self.cache.config.flush_interval_s:
-                    self.cache.flush()
-                    self.cache.refresh_indexes()
+                if time.monotonic() - last_flush >= self.replica.config.flush_interval_s:
+                    self.replica.flush()
+                    self.replica.refresh_indexes()
                     self._check_not_trimmed()
                     last_flush = time.monotonic()
             except Exception as error:  # noqa: BLE001 - this thread must outlive any failure
@@ -72,17 +70,17 @@ class ChangeFollower(threading.Thread):
                 backoff = min(backoff * 2, MAX_BACKOFF_S)
 
     def _follow_once(self) -> None:
-        changes = self.cache.store.read_changes(
-            self.cache.last_change_id, self.cache.config.sync_block_ms
+        changes = self.replica.store.read_changes(
+            self.replica.last_change_id, self.replica.config.sync_block_ms
         )
         for change_id, site_id, op, entry_ids in changes:
-            self.cache.apply_change(site_id, op, entry_ids)
-            self.cache.last_change_id = change_id
+            self.replica.apply_change(site_id, op, entry_ids)
+            self.replica.last_change_id = change_id
 
     def _check_not_trimmed(self) -> None:
         """Rebuild when the stream was trimmed past our position (we would miss changes)."""
-        oldest = self.cache.store.oldest_change_id()
-        last = self.cache.last_change_id
+        oldest = self.replica.store.oldest_change_id()
+        last = self.replica.last_change_id
         if oldest is not None and last != "0-0" and _stream_id(oldest) > _stream_id(last):
             logger.warning("cache sync: fell behind the change stream; rebuilding")
-            self.cache.rebuild()
+            self.replica.rebuild()

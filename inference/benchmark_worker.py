@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> None:
     redis_url = args.redis_url
     if redis_url is None:
         # The platform's own embedded Redis (plain Python, no Django), only for this command.
-        from chatplatform.embedded_redis import EmbeddedRedis, free_port
+        from embedded_redis import EmbeddedRedis, free_port
 
         embedded = EmbeddedRedis(port=free_port(), data_dir=workdir / "redis", persist=False)
         redis_url = embedded.start()

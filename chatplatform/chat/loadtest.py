@@ -298,7 +298,7 @@ async def rate_phase(
 
 def start_platform() -> tuple[Any, str]:
     """A private platform (own Redis, database and port) with the benchmark's limits."""
-    from chatplatform.embedded_redis import free_port
+    from embedded_redis import free_port
 
     os.environ.update(BENCH_LIMITS_ENV)
     os.environ.setdefault("VAR_DIR", os.path.abspath("var/loadtest"))

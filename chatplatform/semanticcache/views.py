@@ -18,7 +18,7 @@ from django.urls import reverse
 from django.utils.http import urlencode
 from django.views.decorators.http import require_POST
 
-from cache.service import site_of
+from cache.ids import site_of
 from cache.types import Source, State
 from chatplatform.dashboards.access import readable_sites
 from chatplatform.faq.models import FAQ, FAQVariant

@@ -60,7 +60,7 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["CONN_MAX_AGE"] = 600
 
 # Redis: semantic cache store, channel layer and Celery broker. With no REDIS_URL the run
-# command starts an embedded redis-server on this port (see chatplatform/embedded_redis.py).
+# command starts an embedded redis-server on this port (see embedded_redis.py).
 EMBEDDED_REDIS_PORT = get_from_env("EMBEDDED_REDIS_PORT", 6390, int)
 
 

@@ -12,7 +12,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from chatplatform.embedded_redis import EmbeddedRedis, free_port
+from embedded_redis import EmbeddedRedis, free_port
 
 if not os.environ.get("TEST_REDIS_URL"):
     _test_redis = EmbeddedRedis(

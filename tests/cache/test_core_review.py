@@ -100,7 +100,7 @@ def test_a_delete_applied_while_an_upsert_is_loading_is_not_undone(
     question = "How long does delivery take?"
     here.sync_faq("shop", 1, 1, question, [], "3-5 days.", True)
     real_load_many = here.store.load_many
-    index = here._index("shop")
+    index = here.replica.index("shop")
 
     def load_then_race(entry_ids: list[str]) -> dict:
         loaded = real_load_many(entry_ids)
@@ -142,7 +142,7 @@ def test_a_malformed_change_does_not_stop_a_process_following_the_stream(
 
 
 def test_hit_counts_survive_a_failed_flush(encoder: object, tmp_path: Path) -> None:
-    from chatplatform.embedded_redis import EmbeddedRedis, free_port
+    from embedded_redis import EmbeddedRedis, free_port
 
     # given: a cache on a Redis of its own that counted two hits not yet flushed
     server = EmbeddedRedis(free_port(), tmp_path, persist=True)

@@ -18,8 +18,9 @@ import redis
 
 from cache import CacheConfig, SemanticCache
 from cache.encoder import OnnxEncoder
+from cache.ids import generated_entry_id, site_of
+from cache.lookup import Prepared, decide
 from cache.normalize import CheckedQuestion, check_question
-from cache.service import _Prepared, generated_entry_id, site_of
 from tests.cache.conftest import load_shop
 
 pytestmark = pytest.mark.slow  # loads the embedding model (once per session)
@@ -44,16 +45,22 @@ def test_an_expired_lookup_does_not_remove_a_readmitted_entry(
     assert a.offer_generated("shop", GIFT, "Yes.", "v1", first_turn=True) == "admitted"
     checked = check_question(GIFT)
     assert isinstance(checked, CheckedQuestion)
-    in_flight = _Prepared("shop", checked, a._index("shop").snapshot(), time.perf_counter())
+    in_flight = Prepared("shop", checked, a.replica.index("shop").snapshot(), time.perf_counter())
     time.sleep(1.1)
     # when: process B re-admits the same question (same entry id) with a fresh week-long TTL,
     # A applies it, and only then does A's lookup find its old version expired
     entry_id = generated_entry_id("shop", checked.normalized)
     b.delete_entry(entry_id)
     assert b.offer_generated("shop", GIFT, "Yes, in store.", "v2", first_turn=True) == "admitted"
-    wait_for(lambda: (e := a._index("shop").entries.get(entry_id)) is not None and e.hits == 0
-             and (e.expires_at or 0) > time.time() + 3600)  # fmt: skip
-    late = a._decide(in_flight, a.embeddings.embed(checked.text))
+
+    def readmitted_in_a() -> bool:
+        entry = a.replica.index("shop").entries.get(entry_id)
+        return (
+            entry is not None and entry.hits == 0 and (entry.expires_at or 0) > time.time() + 3600
+        )
+
+    wait_for(readmitted_in_a)
+    late = decide(a.replica, in_flight, a.embeddings.embed(checked.text))
     assert late.reason == "expired"
     # then: the fresh version stays served in A (before: removed from A until its next change)
     a.refresh_indexes()
@@ -134,7 +141,7 @@ def test_a_purged_sites_buffered_near_misses_are_not_flushed_back(
     # then: the purged site's near-miss list does not reappear (before: it did, with no expiry)
     assert not b.redis.exists(b.store.keys.near_misses("shop"))
     assert b.list_near_misses("shop") == []
-    assert not any(site_of(entry_id) == "shop" for entry_id in a._hits)
+    assert not any(site_of(entry_id) == "shop" for entry_id in a.replica._hits)
 
 
 def test_the_near_miss_list_expires(cache: SemanticCache) -> None:

@@ -389,7 +389,7 @@ def test_cache_started_without_redis_serves_misses_then_recovers(
     redis_url: str, encoder: object, tmp_path: Path
 ) -> None:
     # given: a redis-server that is not running yet when the cache starts
-    from chatplatform.embedded_redis import EmbeddedRedis, free_port
+    from embedded_redis import EmbeddedRedis, free_port
 
     server = EmbeddedRedis(free_port(), tmp_path, persist=False)
     cache = SemanticCache(server.url, encoder, CacheConfig(key_prefix="down"))  # type: ignore[arg-type]

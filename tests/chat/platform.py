@@ -16,7 +16,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from chatplatform.embedded_redis import free_port
+from embedded_redis import free_port
 
 BIN = Path(sys.executable).parent
 READY_TIMEOUT_S = 240  # two models load on a shared 2-core box

@@ -11,7 +11,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from chatplatform import metrics
-from chatplatform.embedded_redis import free_port
+from embedded_redis import free_port
 
 pytestmark = pytest.mark.django_db
 

