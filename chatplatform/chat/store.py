@@ -328,7 +328,8 @@ class UnfinishedAnswer:
     question: str
     received_at: datetime
     # Whether a holding reply is stored. Nothing records that the answer's text has started
-    # to stream, so False does not mean a holding reply is still due (consumers.resume_pending).
+    # to stream, so False does not mean a holding reply is still due
+    # (consumers.delivery.resume_pending).
     holding_sent: bool
 
 
