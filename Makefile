@@ -5,7 +5,7 @@ PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test test-postgres lint install install-dev chromium clean
+.PHONY: run test test-postgres lint install install-dev chromium clean gpu-rehearsal gpu-wheels
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,41 @@ test-postgres: install-dev
 	@if $(PY) -c "import psycopg; psycopg.connect('postgresql://postgres@127.0.0.1:5432/postgres', connect_timeout=2).close()" 2>/dev/null; then \
 	  DATABASE_URL=$(PG_URL) $(VENV)/bin/pytest -p no:cacheprovider -m "not browser and not slow" tests/foundation tests/dashboards; \
 	else echo "PostgreSQL not reachable on 127.0.0.1:5432: PostgreSQL pass skipped"; fi
+
+# Rehearsal of the GPU machine's stack on this CPU (not part of `make test`: ~3 GB download
+# the first time): a throwaway Python 3.12 venv with torch 2.11, transformers 5.17 and torchao,
+# then the GPU benchmark's dry run and the inference tests in it.
+# The first Python 3.12 that runs (a pyenv shim may exist without a version behind it).
+REHEARSAL_PYTHON ?= $(shell for p in $$(command -v python3.12) $(HOME)/.pyenv/versions/3.12*/bin/python3.12; do \
+  "$$p" -V >/dev/null 2>&1 && { echo "$$p"; break; }; done)
+REHEARSAL_DIR := var/gpu-rehearsal
+REHEARSAL_VENV := $(REHEARSAL_DIR)/venv
+
+$(REHEARSAL_VENV)/.installed: requirements.txt requirements-dev.txt requirements-gpu-rehearsal.txt
+	@test -n "$(REHEARSAL_PYTHON)" || { echo "gpu-rehearsal needs python3.12 (set REHEARSAL_PYTHON)"; exit 1; }
+	rm -rf $(REHEARSAL_VENV)
+	mkdir -p $(REHEARSAL_DIR)
+	$(REHEARSAL_PYTHON) -m venv $(REHEARSAL_VENV)
+	$(REHEARSAL_VENV)/bin/python -m pip install --quiet --upgrade pip
+	grep -h -v -E '^(-r |torch==|transformers==|torchao==)' requirements.txt requirements-dev.txt \
+	  > $(REHEARSAL_DIR)/requirements.txt
+	$(REHEARSAL_VENV)/bin/python -m pip install --quiet -r $(REHEARSAL_DIR)/requirements.txt \
+	  -r requirements-gpu-rehearsal.txt
+	touch $@
+
+gpu-rehearsal: $(REHEARSAL_VENV)/.installed
+	$(REHEARSAL_VENV)/bin/python -c "import sys, torch, transformers, torchao; \
+	  print('rehearsal stack: python', sys.version.split()[0], 'torch', torch.__version__, \
+	  'transformers', transformers.__version__, 'torchao', torchao.__version__)"
+	$(REHEARSAL_VENV)/bin/python -m inference.benchmark_gpu --dry-run --out $(REHEARSAL_DIR)/dry-run.json
+	$(REHEARSAL_VENV)/bin/python -m pytest -p no:cacheprovider -q tests/inference
+	@echo "gpu-rehearsal passed"
+
+# The wheels to carry to the GPU machine (it has torch 2.11 and transformers 5.17, no network).
+gpu-wheels:
+	mkdir -p var/gpu-wheels
+	$(PY) -m pip download --quiet --no-deps --only-binary :all: --python-version 3.12 \
+	  -d var/gpu-wheels torchao==0.18.0
 
 clean:
 	rm -rf $(VENV) var

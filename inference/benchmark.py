@@ -113,7 +113,11 @@ def prompts(tokenizer: Any, count: int, max_prompt_tokens: int) -> list[list[int
 
 
 def run_engine(
-    engine: Engine, schedule: list[float], inputs: list[list[int]], new_tokens: int
+    engine: Engine,
+    schedule: list[float],
+    inputs: list[list[int]],
+    new_tokens: int,
+    timeout_s: float = 300.0,
 ) -> list[Outcome]:
     start = time.perf_counter()
     wall_offset = time.time() - start
@@ -135,7 +139,8 @@ def run_engine(
         tickets.append((arrival, engine.submit(request, prompt_ids, emit=lambda event: None)))
     outcomes = []
     for arrival, ticket in tickets:
-        ticket.done.wait()
+        if not ticket.done.wait(timeout_s):
+            raise TimeoutError(f"{ticket.request.message_id} did not finish in {timeout_s} s")
         result = ticket.result
         assert result is not None and result.finish_reason in {"length", "stop"}, result
         first = None if result.ttft_ms is None else arrival + result.ttft_ms / 1000

@@ -1,30 +1,61 @@
 """Continuous batching back-end: transformers' ContinuousBatchingManager with a paged KV cache.
 
 Requests join and leave the running batch at every step. The manager's own scheduler is
-first-come-first-served, so this engine keeps the waiting queue itself (earliest deadline
-first, in `Engine`) and hands the manager at most `max_running` requests at a time: the
-manager only ever sees requests that should run now.
+first-come-first-served, so this engine keeps the waiting queue itself (`Engine`: earliest
+deadline first, late requests last) and hands the manager at most `max_running` requests at a
+time: the manager only ever sees requests that should run now.
 
-Two threads: `_admission_loop` moves tickets from the EDF queue into the manager when slots
+Prefix sharing: the manager reuses the KV pages of any earlier prompt that starts with the
+same whole pages of tokens. Prompts are laid out site-stable part first
+(`inference/prompt.py`), so most of a prompt's tokens are usually served from the cache;
+`PrefixHitCounter` counts what the manager really reused.
+
+Two threads: `_admission_loop` moves tickets from the queue into the manager when slots
 free; `_output_loop` reads streamed outputs (one per token per request) and routes them.
-Works for Llama/Qwen-style models; transformers fails on deepseek_v2/v3 inside the manager,
-so those use `StaticBatchEngine`.
+
+Runs on transformers 5.17 (the GPU machine's) through the pinned version: the one option
+renamed in between (`block_size` -> `page_size`) is passed under the installed name.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from inference.engine import Engine, EngineLimits, Ticket
+from inference.prefix import PrefixTracker
+from inference.scheduling import LatePolicy
+
+logger = logging.getLogger(__name__)
 
 # Paged KV cache geometry. A page holds this many tokens of one layer; small pages waste
-# little memory on short customer-service answers, large ones mean fewer page-table entries.
+# little memory on short customer-service answers and let a prefix be shared up to a finer
+# boundary; large ones mean fewer page-table entries.
 PAGE_SIZE = 64
 # Tokens the manager processes in one forward pass (prefill chunks + one per decoding
 # request). On CPU a 512-token step costs a few tens of ms with the offline model.
 CPU_MAX_BATCH_TOKENS = 512
 OUTPUT_POLL_S = 0.1  # how long the output thread blocks before checking for shutdown
+# How long to wait for the manager's generation thread to build its batch processor (where
+# the prefix-match counter is attached) after `start()`.
+PROCESSOR_WAIT_S = 10.0
+
+
+@dataclass(frozen=True)
+class BatchingOptions:
+    """Knobs of the continuous batching manager; the defaults are the production choice."""
+
+    prefix_sharing: bool = True  # reuse KV pages of identical prompt prefixes
+    # None: transformers decides (CUDA graphs on a GPU); CPU never uses them.
+    cuda_graphs: bool | None = None
+    # transformers' default_compile_level (0-3): torch.compile of the varlen and decode
+    # paths, GPU only; 0 = eager. Higher levels mean longer warm-up.
+    compile_level: int = 0
 
 
 def cache_blocks(limits: EngineLimits) -> int:
@@ -33,21 +64,89 @@ def cache_blocks(limits: EngineLimits) -> int:
     return -(-limits.max_running * tokens_per_request // PAGE_SIZE)
 
 
-class ContinuousBatchingEngine(Engine):
-    def __init__(self, model: Any, tokenizer: Any, limits: EngineLimits) -> None:
-        super().__init__(model, tokenizer, limits)
-        from transformers import GenerationConfig
-        from transformers.generation.configuration_utils import ContinuousBatchingConfig
+def continuous_batching_config(**values: Any) -> Any:
+    """transformers' ContinuousBatchingConfig, with each option under the installed version's
+    name: 5.17 calls the page size `block_size`, later versions `page_size`. An option the
+    installed version does not know is an error, not silently dropped."""
+    from transformers.generation.configuration_utils import ContinuousBatchingConfig
 
+    known = {f.name for f in dataclasses.fields(ContinuousBatchingConfig)}
+    if "page_size" in values and "page_size" not in known:
+        values["block_size"] = values.pop("page_size")
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise TypeError(f"this transformers has no continuous batching option {unknown}")
+    return ContinuousBatchingConfig(**values)
+
+
+class PrefixHitCounter:
+    """Counts the prompt tokens transformers' paged cache served from shared pages.
+
+    The manager does not report prefix matches, so the counter wraps the one method its
+    scheduler calls for them (`search_prefix_match(request_id, prompt_ids) -> matched
+    tokens`, present from 5.17 on) on this manager's cache instance. Where that method is
+    missing the counter stays detached and the engine reports the hit share as unknown.
+    """
+
+    def __init__(self) -> None:
+        self.attached = False
+        self._lock = threading.Lock()
+        self._by_request: dict[str, int] = {}
+
+    def attach(self, cache: Any) -> bool:
+        original: Callable[[str, list[int]], int] | None = getattr(
+            cache, "search_prefix_match", None
+        )
+        if original is None or not getattr(cache, "use_prefix_sharing", False):
+            return False
+
+        def counted(request_id: str, prompt_ids: list[int]) -> int:
+            matched = original(request_id, prompt_ids)
+            with self._lock:
+                # The last prompt token is always computed (it yields the first new token).
+                self._by_request[request_id] = min(matched, max(len(prompt_ids) - 1, 0))
+            return matched
+
+        cache.search_prefix_match = counted
+        self.attached = True
+        return True
+
+    def pop(self, request_id: str) -> int | None:
+        """Tokens reused for the request, once its prefill was scheduled (None: not yet)."""
+        with self._lock:
+            return self._by_request.pop(request_id, None)
+
+
+class ContinuousBatchingEngine(Engine):
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        limits: EngineLimits,
+        options: BatchingOptions | None = None,
+        late_policy: LatePolicy = LatePolicy.YIELD,
+    ) -> None:
+        super().__init__(model, tokenizer, limits, late_policy)
+        from transformers import GenerationConfig
+
+        self.options = options or BatchingOptions()
         on_gpu = model.device.type == "cuda"
-        cb_config = ContinuousBatchingConfig(
+        blocks = None if on_gpu else cache_blocks(limits)
+        cb_config = continuous_batching_config(
             page_size=PAGE_SIZE,
             # On a GPU the manager sizes the cache from free memory; on CPU it cannot measure
             # free memory, so the cache and the step size are given explicitly.
-            num_blocks=None if on_gpu else cache_blocks(limits),
+            num_blocks=blocks,
             max_batch_tokens=None if on_gpu else CPU_MAX_BATCH_TOKENS,
             max_requests_per_batch=limits.max_running,
-            use_cuda_graph=None if on_gpu else False,
+            allow_block_sharing=self.options.prefix_sharing,
+            use_cuda_graph=self.options.cuda_graphs if on_gpu else False,
+            default_compile_level=self.options.compile_level if on_gpu else 0,
+        )
+        # The tracker predicts hits for admission; sized like the CPU cache, or generously
+        # on a GPU (whose cache holds far more than the running requests need).
+        self.prefix = PrefixTracker(
+            PAGE_SIZE, blocks or 8 * cache_blocks(limits), enabled=self.options.prefix_sharing
         )
         generation_config = GenerationConfig(
             do_sample=False,  # greedy: reproducible answers, and sampling adds nothing here
@@ -59,12 +158,28 @@ class ContinuousBatchingEngine(Engine):
             generation_config=generation_config, continuous_batching_config=cb_config
         )
         self._manager.start()
+        self._hits = PrefixHitCounter()
+        if self.options.prefix_sharing:
+            self._attach_hit_counter()
         self._threads = [
             threading.Thread(target=self._admission_loop, name="cb-admission", daemon=True),
             threading.Thread(target=self._output_loop, name="cb-output", daemon=True),
         ]
         for thread in self._threads:
             thread.start()
+
+    def _attach_hit_counter(self) -> None:
+        deadline = time.monotonic() + PROCESSOR_WAIT_S
+        processor = None
+        while processor is None and time.monotonic() < deadline and self._manager.is_running():
+            processor = getattr(self._manager, "batch_processor", None)
+            if processor is None:
+                time.sleep(0.01)
+        cache = getattr(processor, "cache", None)
+        if cache is not None and self._hits.attach(cache):
+            self.prompt_tokens_cached = 0
+        else:
+            logger.warning("prefix sharing on, but its hits cannot be counted in this version")
 
     def close(self) -> None:
         super().close()
@@ -74,6 +189,7 @@ class ContinuousBatchingEngine(Engine):
 
     def _abort(self, ticket: Ticket) -> None:
         self._manager.cancel_request(ticket.engine_id)
+        self._hits.pop(ticket.engine_id)  # matched, then cancelled before its first token
 
     def _admission_loop(self) -> None:
         while True:
@@ -97,6 +213,16 @@ class ContinuousBatchingEngine(Engine):
                     streaming=True,
                 )
 
+    def _on_tokens(self, ticket: Ticket, token_ids: list[int], running: int) -> None:
+        if ticket.first_token_wall is None and self._hits.attached:
+            # The prefill ran: replace the prediction with what the manager really reused.
+            reused = self._hits.pop(ticket.engine_id)
+            if reused is not None:
+                ticket.cached_tokens = reused
+                with self._lock:
+                    self.prompt_tokens_cached = (self.prompt_tokens_cached or 0) + reused
+        super()._on_tokens(ticket, token_ids, running)
+
     def _output_loop(self) -> None:
         while not self._closed:
             output = self._manager.get_result(timeout=OUTPUT_POLL_S)
@@ -110,6 +236,7 @@ class ContinuousBatchingEngine(Engine):
             if ticket is None:
                 continue  # cancelled, stopped early, or a warm-up leftover
             if output.error is not None:
+                self._hits.pop(ticket.engine_id)
                 self._finish(ticket, "error", error=output.error)
                 continue
             tokens = list(output.generated_tokens)

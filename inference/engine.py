@@ -1,8 +1,10 @@
 """The engine front shared by both batching back-ends: tickets, EDF admission, streaming.
 
 `Engine.submit` takes a validated request with its prompt token ids and an `emit` callback
-(stream events out, as dicts), estimates its time to first token, flags it at once when that
-misses the deadline, and queues it earliest-deadline-first. A back-end
+(stream events out, as dicts), estimates its time to first token (charging only the prompt
+tokens the KV cache does not already hold), flags it at once when that misses the deadline,
+and queues it earliest-deadline-first, already-late requests behind the others
+(`scheduling.LatePolicy`). A back-end
 (`ContinuousBatchingEngine`, `StaticBatchEngine`) pulls from that queue, generates, and hands
 token ids back through `_on_tokens`/`_finish`, which turn them into coalesced text deltas and,
 at the end, an `InferenceResult` on the ticket.
@@ -21,7 +23,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from inference.contracts import InferenceRequest, InferenceResult, StreamEventType
-from inference.scheduling import DeadlineQueue, StepCosts, estimate_ttft_s
+from inference.prefix import PrefixTracker
+from inference.scheduling import (
+    DeadlineQueue,
+    LatePolicy,
+    StepCosts,
+    estimate_ttft_s,
+    first_token_s,
+    start_delay_s,
+)
 from inference.textstream import Coalescer, TextStream
 
 Emit = Callable[[dict[str, Any]], None]
@@ -57,6 +67,9 @@ class Ticket:
     request: InferenceRequest
     prompt_ids: list[int]
     max_new_tokens: int
+    # Leading prompt tokens predicted to be in the KV cache already (prefix sharing), then,
+    # once the back-end ran the prefill, the number it really reused where it can tell.
+    cached_tokens: int
     emit: Emit
     stream: TextStream
     coalescer: Coalescer = field(default_factory=Coalescer)
@@ -82,18 +95,30 @@ class Ticket:
 class Engine(ABC):
     """EDF admission and streaming in front of a batching back-end."""
 
-    def __init__(self, model: Any, tokenizer: Any, limits: EngineLimits) -> None:
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        limits: EngineLimits,
+        late_policy: LatePolicy = LatePolicy.YIELD,
+    ) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.limits = limits
         self.costs = StepCosts()
+        # Back-ends with a prefix-sharing KV cache replace this with an enabled tracker.
+        self.prefix = PrefixTracker(page_size=1, capacity_pages=1, enabled=False)
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
-        self._waiting: DeadlineQueue[Ticket] = DeadlineQueue()
+        self._waiting: DeadlineQueue[Ticket] = DeadlineQueue(late_policy)
         self._running: dict[str, Ticket] = {}
         self._closed = False
         self._ids = iter(range(1 << 62))
         self.tokens_generated = 0  # all requests, since start (written by back-end threads only)
+        self.prompt_tokens_admitted = 0  # prompt tokens of every request handed to the back-end
+        # Of those, the tokens the KV cache served without prefill; None where the back-end
+        # cannot tell (no prefix sharing, or a transformers version that hides it).
+        self.prompt_tokens_cached: int | None = None
         eos = model.generation_config.eos_token_id
         self.eos_ids: set[int] = set(eos if isinstance(eos, list) else [eos])
 
@@ -105,26 +130,43 @@ class Engine(ABC):
             request=request,
             prompt_ids=prompt_ids,
             max_new_tokens=max(1, min(request.max_new_tokens, self.limits.max_new_tokens)),
+            cached_tokens=0,
             emit=emit,
             stream=TextStream(self._decode, stop=tuple(s for s in request.stop if s)),
         )
         with self._lock:
             if len(self._waiting) >= self.limits.max_waiting:
                 raise EngineOverloadedError(f"{len(self._waiting)} requests already waiting")
-            estimate = estimate_ttft_s(
-                self.costs,
-                waiting_ahead=self._waiting.count_before(request.deadline),
-                running=len(self._running),
-                max_running=self.limits.max_running,
-                prompt_tokens=len(prompt_ids),
-            )
+            ticket.cached_tokens = self.prefix.cached_tokens(prompt_ids)
+            estimate = self._estimate_locked(ticket)
             ticket.engine_id = f"{request.message_id}#{next(self._ids)}"
             # Flag before queueing, so `answer.delayed` always precedes `answer.start`.
-            if time.time() + estimate > request.deadline:
+            late = time.time() + estimate > request.deadline
+            if late:
                 self._flag_late(ticket, estimate)
-            self._waiting.push(ticket, request.deadline)
+            self._waiting.push(ticket, request.deadline, late=late)
             self._wake.notify_all()
         return ticket
+
+    def estimate_start_s(self, deadline: float) -> float:
+        """Seconds until a new request with `deadline` would get a running slot here."""
+        with self._lock:
+            return start_delay_s(
+                self.costs,
+                self._waiting.count_before(deadline),
+                len(self._running),
+                self.limits.max_running,
+            )
+
+    def _estimate_locked(self, ticket: Ticket) -> float:
+        """Seconds until the ticket's first token if it were queued now (lock held)."""
+        return estimate_ttft_s(
+            self.costs,
+            waiting_ahead=self._waiting.count_before(ticket.request.deadline, ticket.flagged_late),
+            running=len(self._running),
+            max_running=self.limits.max_running,
+            prompt_tokens=len(ticket.prompt_ids) - ticket.cached_tokens,
+        )
 
     def cancel(self, ticket: Ticket) -> None:
         """Stop a request at the next step (the customer went away)."""
@@ -143,6 +185,11 @@ class Engine(ABC):
         self._run_warmup_round(prompt_ids, requests, new_tokens)
         self.costs = StepCosts()
         self._run_warmup_round(prompt_ids, requests, new_tokens)
+        # Served-from-cache figures count customers' prompts, not the warm-up's.
+        with self._lock:
+            self.prompt_tokens_admitted = 0
+            if self.prompt_tokens_cached is not None:
+                self.prompt_tokens_cached = 0
 
     def _run_warmup_round(self, prompt_ids: list[int], requests: int, new_tokens: int) -> None:
         tickets = []
@@ -171,27 +218,42 @@ class Engine(ABC):
         """Make the back-end stop generating for a running ticket (no-op if not running)."""
 
     def _take_waiting(self, limit: int) -> list[Ticket]:
-        """Pop up to `limit` tickets in deadline order and mark them running (lock held)."""
+        """Pop up to `limit` tickets in the queue's order and mark them running (lock held).
+
+        A ticket popped on time whose first token can no longer make its deadline even if it
+        starts now is late: it is flagged and goes back behind the requests that still can
+        (under `LatePolicy.YIELD`; plain EDF runs it anyway).
+        """
         taken: list[Ticket] = []
         while len(taken) < limit:
             ticket = self._waiting.pop()
             if ticket is None:
                 break
+            if not ticket.flagged_late and self._waiting.policy is LatePolicy.YIELD:
+                uncached = len(ticket.prompt_ids) - self.prefix.cached_tokens(ticket.prompt_ids)
+                first = first_token_s(self.costs, uncached)
+                if time.time() + first > ticket.request.deadline and len(self._waiting):
+                    self._flag_late(ticket, first)
+                    self._waiting.push(ticket, ticket.request.deadline, late=True)
+                    continue
             ticket.admitted_at = time.perf_counter()
+            # What the cache holds now (the prediction at submit may be stale); the back-end
+            # overwrites it with what it really reused where it can tell.
+            ticket.cached_tokens = self.prefix.cached_tokens(ticket.prompt_ids)
+            self.prefix.record(ticket.prompt_ids)
+            self.prompt_tokens_admitted += len(ticket.prompt_ids)
             self._running[ticket.engine_id] = ticket
             taken.append(ticket)
         return taken
 
     def _flag_overdue_waiting(self) -> None:
-        """A waiting request whose deadline passed before it started: say so once (lock held)."""
+        """A waiting request whose deadline passed before it started: say so once, and let it
+        yield to those still on time (lock held)."""
         now = time.time()
         for ticket in self._waiting:
             if not ticket.flagged_late and now > ticket.request.deadline:
-                estimate = estimate_ttft_s(
-                    self.costs, len(self._waiting), len(self._running),
-                    self.limits.max_running, len(ticket.prompt_ids),
-                )  # fmt: skip
-                self._flag_late(ticket, estimate)
+                self._flag_late(ticket, self._estimate_locked(ticket))
+                self._waiting.mark_late(ticket)
 
     def _flag_late(self, ticket: Ticket, estimate_s: float) -> None:
         ticket.flagged_late = True
@@ -218,7 +280,8 @@ class Engine(ABC):
         if ticket.first_token_wall is None:
             ticket.first_token_wall = time.time()
             if ticket.admitted_at is not None:
-                self.costs.observe_prefill(len(ticket.prompt_ids), now - ticket.admitted_at)
+                prefilled = len(ticket.prompt_ids) - ticket.cached_tokens
+                self.costs.observe_prefill(prefilled, now - ticket.admitted_at)
         elif ticket.last_output_at is not None:
             self.costs.observe_decode_step(now - ticket.last_output_at)
         since = ticket.last_output_at or ticket.admitted_at or now
@@ -281,6 +344,13 @@ class Engine(ABC):
         """The back-end says the generation ended: EOS means 'stop', otherwise 'length'."""
         ended_on_eos = bool(token_ids) and int(token_ids[-1]) in self.eos_ids
         self._finish(ticket, "stop" if ended_on_eos else "length")
+
+    @property
+    def prefix_hit_share(self) -> float | None:
+        """Share of admitted prompt tokens the KV cache served without prefill (None: unknown)."""
+        if self.prompt_tokens_cached is None or not self.prompt_tokens_admitted:
+            return None
+        return self.prompt_tokens_cached / self.prompt_tokens_admitted
 
     @property
     def running_count(self) -> int:

@@ -1,6 +1,14 @@
-"""SLA-aware admission: earliest-deadline-first waiting queue and time-to-first-token estimates.
+"""SLA-aware admission: the waiting queue's order and time-to-first-token estimates.
 
 Pure logic (no model, no threads), shared by both engines and unit-tested directly.
+
+Order under overload (`LatePolicy.YIELD`, the default): requests that can still make their
+deadline go first, earliest deadline first; requests that are already late (the deadline
+passed, or the engine flagged them and the customer got a holding reply) come after them,
+oldest first. Plain earliest-deadline-first (`LatePolicy.EDF`, kept for the benchmark's
+comparison) serves the already-late requests first exactly because their deadlines are the
+earliest, so under overload every request ends up late: lateness spreads instead of staying
+with the requests that were lost anyway.
 """
 
 from __future__ import annotations
@@ -9,6 +17,7 @@ import heapq
 import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -16,6 +25,11 @@ T = TypeVar("T")
 # Exponential moving average weight of a new measurement: recent enough to follow load changes
 # within a second of decode steps, smooth enough that one slow step does not swing admission.
 EMA_WEIGHT = 0.1
+
+
+class LatePolicy(StrEnum):
+    YIELD = "yield"  # late requests wait behind those that can still make their deadline
+    EDF = "edf"  # plain earliest deadline first (late requests first: the baseline)
 
 
 @dataclass
@@ -41,32 +55,50 @@ class StepCosts:
         self._observe("decode_step_s", seconds)
 
     def observe_prefill(self, prompt_tokens: int, seconds: float) -> None:
-        self._observe("prefill_token_s", seconds / max(prompt_tokens, 1))
+        """Admission to first token for `prompt_tokens` prefilled tokens. The step's own cost
+        (the running requests' decode) is taken out first: with prefix sharing only a few
+        dozen tokens may be prefilled, and a per-token figure that carried the whole step
+        would overcharge every long prompt after it."""
+        per_token = max(seconds - self.decode_step_s, 0.0) / max(prompt_tokens, 1)
+        self._observe("prefill_token_s", per_token)
 
     def observe_service(self, seconds: float) -> None:
         self._observe("service_s", seconds)
 
 
-def estimate_ttft_s(
-    costs: StepCosts, waiting_ahead: int, running: int, max_running: int, prompt_tokens: int
-) -> float:
-    """Seconds from now until a new request's first token.
+def first_token_s(costs: StepCosts, uncached_prompt_tokens: int) -> float:
+    """Seconds from admission to the first token: the prefill of the prompt tokens the KV cache
+    does not already hold, within one step."""
+    return costs.decode_step_s + uncached_prompt_tokens * costs.prefill_token_s
 
-    `waiting_ahead` requests (earlier deadlines) are admitted before it. If a running slot is
-    free for it, it joins the next step and pays its prefill; otherwise it waits for
-    running requests to finish: with `max_running` slots each turning over every `service_s`
-    on average, a slot frees every `service_s / max_running` seconds.
+
+def start_delay_s(costs: StepCosts, waiting_ahead: int, running: int, max_running: int) -> float:
+    """Seconds from now until a new request is admitted (gets a running slot).
+
+    `waiting_ahead` requests are admitted before it. If a running slot is free for it, it
+    joins the next step; otherwise it waits for running requests to finish: with
+    `max_running` slots each turning over every `service_s` on average, a slot frees every
+    `service_s / max_running` seconds.
     """
-    first_token = costs.decode_step_s + prompt_tokens * costs.prefill_token_s
     free_slots = max(max_running - running, 0)
     slots_to_wait_for = waiting_ahead + 1 - free_slots
     if slots_to_wait_for <= 0:
-        return first_token
-    return slots_to_wait_for * costs.service_s / max_running + first_token
+        return 0.0
+    return slots_to_wait_for * costs.service_s / max_running
+
+
+def estimate_ttft_s(
+    costs: StepCosts, waiting_ahead: int, running: int, max_running: int, prompt_tokens: int
+) -> float:
+    """Seconds from now until a new request's first token: waiting for a slot, then the
+    prefill of `prompt_tokens` (pass only the tokens the KV cache does not already hold)."""
+    wait = start_delay_s(costs, waiting_ahead, running, max_running)
+    return wait + first_token_s(costs, prompt_tokens)
 
 
 @dataclass(order=True)
 class _Entry(Generic[T]):
+    late: bool  # under LatePolicy.YIELD late entries sort after every on-time one
     deadline: float
     seq: int
     item: T = field(compare=False)
@@ -74,12 +106,14 @@ class _Entry(Generic[T]):
 
 
 class DeadlineQueue(Generic[T]):
-    """Waiting requests ordered earliest deadline first (ties: first come, first served).
+    """Waiting requests, earliest deadline first (ties: first come, first served); with
+    `LatePolicy.YIELD` the ones marked late wait behind all the others.
 
     Not thread-safe: the engine guards it with its own lock.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, policy: LatePolicy = LatePolicy.YIELD) -> None:
+        self.policy = policy
         self._heap: list[_Entry[T]] = []
         self._entries: dict[int, _Entry[T]] = {}  # id(item) -> entry, for removal
         self._counter = itertools.count()
@@ -87,13 +121,16 @@ class DeadlineQueue(Generic[T]):
     def __len__(self) -> int:
         return len(self._entries)
 
-    def push(self, item: T, deadline: float) -> None:
-        entry = _Entry(deadline, next(self._counter), item)
+    def push(self, item: T, deadline: float, late: bool = False) -> None:
+        entry = _Entry(self._sorts_late(late), deadline, next(self._counter), item)
         self._entries[id(item)] = entry
         heapq.heappush(self._heap, entry)
 
+    def _sorts_late(self, late: bool) -> bool:
+        return late and self.policy is LatePolicy.YIELD
+
     def pop(self) -> T | None:
-        """The waiting item with the earliest deadline, or None when empty."""
+        """The first waiting item in the policy's order, or None when empty."""
         while self._heap:
             entry = heapq.heappop(self._heap)
             if not entry.removed:
@@ -109,9 +146,18 @@ class DeadlineQueue(Generic[T]):
         entry.removed = True  # lazily dropped from the heap by pop
         return True
 
-    def count_before(self, deadline: float) -> int:
+    def mark_late(self, item: T) -> None:
+        """The item will miss its deadline: under YIELD it moves behind the on-time items."""
+        entry = self._entries.get(id(item))
+        if entry is None or entry.late or not self._sorts_late(True):
+            return
+        self.remove(item)
+        self.push(item, entry.deadline, late=True)
+
+    def count_before(self, deadline: float, late: bool = False) -> int:
         """How many waiting items would be served before a new one with `deadline`."""
-        return sum(1 for entry in self._entries.values() if entry.deadline <= deadline)
+        key = (self._sorts_late(late), deadline)
+        return sum(1 for entry in self._entries.values() if (entry.late, entry.deadline) <= key)
 
     def __iter__(self) -> Iterator[T]:
         return iter([entry.item for entry in self._entries.values()])

@@ -56,12 +56,13 @@ def test_costs_follow_measurements() -> None:
 
 
 def test_first_measurement_replaces_the_default_then_averages() -> None:
-    # given the guessed defaults
+    # given the guessed defaults and a measured 10 ms decode step
     costs = StepCosts(prefill_token_s=0.0005)
-    # when the first prefill is measured: 100 tokens in 20 ms
-    costs.observe_prefill(100, 0.02)
-    # then it replaces the guess outright
+    costs.observe_decode_step(0.01)
+    # when the first prefill is measured: 100 tokens in 30 ms, 10 of them the step itself
+    costs.observe_prefill(100, 0.03)
+    # then the per-token cost (step taken out) replaces the guess outright
     assert costs.prefill_token_s == pytest.approx(0.0002)
     # and later measurements move it by the moving-average weight only
-    costs.observe_prefill(100, 0.12)
+    costs.observe_prefill(100, 0.13)
     assert costs.prefill_token_s == pytest.approx(0.0002 + 0.1 * (0.0012 - 0.0002))

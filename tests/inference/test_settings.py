@@ -6,7 +6,13 @@ import pytest
 
 from inference.engine import EngineLimits
 from inference.envvars import EnvSettingError, positive_float, positive_int
-from inference.loading import ModelSettings, ModelSettingsError, Quantization, torchao_config
+from inference.loading import (
+    ModelSettings,
+    ModelSettingsError,
+    Quantization,
+    default_quantization,
+    torchao_config,
+)
 from inference.runtime import limits_from_env
 from inference.service import STALE_AFTER_S
 from inference.worker import (
@@ -55,9 +61,39 @@ def model_settings(**env: str) -> ModelSettings:
     return ModelSettings.from_env({"CHAT_MODEL": "/models/x", **env})
 
 
-@pytest.mark.parametrize("device", ["cpu", "cuda", "cuda:0", "cuda:1"])
-def test_quantization_defaults_to_int8_on_every_device(device: str) -> None:
-    assert model_settings(INFERENCE_DEVICE=device).quantization is Quantization.INT8
+def test_quantization_defaults_to_int8_on_cpu_and_says_why() -> None:
+    settings = model_settings(INFERENCE_DEVICE="cpu")
+    assert settings.quantization is Quantization.INT8
+    assert "CPU" in settings.quantization_reason
+
+
+@pytest.mark.parametrize(
+    ("kind", "capability", "expected"),
+    [
+        ("cpu", None, Quantization.INT8),
+        ("cuda", (9, 0), Quantization.FP8_DYNAMIC),  # H100 / H200
+        ("cuda", (8, 9), Quantization.FP8_DYNAMIC),  # L4 / L40
+        ("cuda", (8, 0), Quantization.NONE),  # A100: no FP8 tensor cores
+        ("cuda", None, Quantization.NONE),  # capability unknown: the safe choice
+    ],
+)
+def test_default_quantization_per_device_class(
+    kind: str, capability: tuple[int, int] | None, expected: Quantization
+) -> None:
+    mode, reason = default_quantization(kind, capability)
+    assert mode is expected
+    assert reason
+
+
+def test_an_explicit_quantization_wins_over_the_device_default() -> None:
+    settings = model_settings(INFERENCE_DEVICE="cuda", QUANTIZATION="int8")
+    assert settings.quantization is Quantization.INT8
+    assert settings.quantization_reason == "set by QUANTIZATION"
+
+
+def test_fp8_dynamic_is_refused_on_cpu_naming_the_setting() -> None:
+    with pytest.raises(ModelSettingsError, match="QUANTIZATION=fp8-dynamic"):
+        torchao_config(Quantization.FP8_DYNAMIC, "cpu")
 
 
 @pytest.mark.parametrize(
