@@ -16,6 +16,7 @@ so the delivery rules are in one readable place:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 import time
@@ -34,7 +35,7 @@ from inference.contracts import (
 )
 from inference.engine import Engine, EngineOverloadedError
 from inference.events import EventPublisher
-from inference.prompt import PromptTooLongError, render_prompt
+from inference.prompt import PromptTooLongError, fit_prompt
 
 logger = logging.getLogger(__name__)
 
@@ -133,11 +134,27 @@ class AnswerService:
         if refusal is not None:
             return self._refuse(request, refusal)
         try:
-            prompt_ids = render_prompt(
+            fitted = fit_prompt(
                 self.engine.tokenizer, request.messages, self.engine.limits.max_prompt_tokens
             )
         except PromptTooLongError as error:
             return self._refuse(request, Refusal("prompt_too_long", str(error)))
+        if fitted.trimmed:
+            logger.info(
+                "message %s: prompt fitted to %d tokens: %d turns, %d FAQ entries left out, "
+                "question shortened by %d characters",
+                request.message_id,
+                len(fitted.ids),
+                fitted.dropped_turns,
+                fitted.dropped_faq_entries,
+                fitted.shortened_chars,
+            )
+        if fitted.dropped_faq_refs:
+            # The answer is grounded only on the FAQ versions the model saw.
+            left_out = set(fitted.dropped_faq_refs)
+            kept = [ref for ref in request.grounding if ref not in left_out]
+            request = dataclasses.replace(request, grounding=kept)
+        prompt_ids = fitted.ids
         group = conversation_group(request.conversation_id)
         try:
             ticket = self.engine.submit(request, prompt_ids, lambda e: self._send(group, e))

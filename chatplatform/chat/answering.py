@@ -18,7 +18,7 @@ from asgiref.sync import sync_to_async
 
 from chatplatform.chat import config
 from inference.contracts import InferenceRequest, Queue, TaskName
-from inference.prompt import build_messages
+from inference.prompt import FaqEntry, build_messages
 
 HOLDING_TEXT = (
     "Thanks for your patience: our assistant needs a few more seconds and its answer will "
@@ -31,6 +31,8 @@ UNAVAILABLE_TEXT = (
 
 _cache: Any = None
 _cache_lock: asyncio.Lock | None = None
+# site id -> (monotonic time read, its FAQ head); re-read after config.SITE_REFRESH_S.
+_heads: dict[int, tuple[float, list[Suggestion]]] = {}
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,14 @@ class Suggestion:
 
     def as_dict(self) -> dict[str, object]:
         return {"faq_id": self.faq_id, "question": self.question, "answer": self.answer}
+
+    @property
+    def ref(self) -> str:
+        """The grounding reference of the version shown: "faq_id:version"."""
+        return f"{self.faq_id}:{self.faq_version}"
+
+    def as_entry(self) -> FaqEntry:
+        return FaqEntry(self.question, self.answer, self.ref)
 
 
 def get_cache_sync() -> Any:
@@ -88,6 +98,46 @@ async def suggestions(site_id: int, question: str) -> list[Suggestion]:
     ]
 
 
+def site_faq_head_sync(site_id: int) -> list[Suggestion]:
+    """The site's first active FAQs by id, within the head's entry and character limits.
+
+    A fixed order, so that a new FAQ or an edit of a later one leaves the head's text, and the
+    prompt prefix it makes, unchanged; stops at the first entry that would pass the limit
+    rather than skipping it, for the same reason.
+    """
+    from chatplatform.faq.models import FAQ
+
+    rows = (
+        FAQ.objects.filter(site_id=site_id, is_active=True)
+        .order_by("id")
+        .values_list("id", "version", "question", "answer")[: config.SITE_FAQ_HEAD_ENTRIES]
+    )
+    head: list[Suggestion] = []
+    used = 0
+    for faq_id, version, question, answer in rows:
+        used += len(question) + len(answer)
+        if used > config.SITE_FAQ_HEAD_CHARS:
+            break
+        head.append(Suggestion(faq_id, question, answer, faq_version=version))
+    return head
+
+
+async def site_faq_head(site_id: int) -> list[Suggestion]:
+    """`site_faq_head_sync`, read at most once per SITE_REFRESH_S per site and process.
+
+    A head read just before an FAQ edit shows the old version; the answer's grounding says
+    so, and the cache refuses to store an answer written from an FAQ version it no longer
+    holds, so a stale head costs at most a cache admission, never a wrong cached answer.
+    """
+    now = time.monotonic()
+    cached = _heads.get(site_id)
+    if cached is not None and now - cached[0] < config.SITE_REFRESH_S:
+        return cached[1]
+    head = await sync_to_async(site_faq_head_sync, thread_sensitive=False)(site_id)
+    _heads[site_id] = (now, head)
+    return head
+
+
 def inference_request(
     *,
     conversation_id: str,
@@ -99,10 +149,22 @@ def inference_request(
     question: str,
     arrival: float,
     sla_ms: int,
+    site_faqs: Sequence[Suggestion] = (),
 ) -> InferenceRequest:
-    """The model request for one question: its deadline is arrival + the site's SLA."""
+    """The model request for one question: its deadline is arrival + the site's SLA.
+
+    The prompt opens with the site's FAQ head (`site_faqs`, the same for every question) and
+    adds the question's nearest FAQs the head lacks; the grounding lists every FAQ version
+    shown (the worker removes any it had to leave out to fit the prompt).
+    """
+    in_head = {s.faq_id for s in site_faqs}
+    nearest = [s for s in grounding if s.faq_id not in in_head]
     messages = build_messages(
-        instructions, [(s.question, s.answer) for s in grounding], history, question
+        instructions,
+        [s.as_entry() for s in nearest],
+        history,
+        question,
+        site_faqs=[s.as_entry() for s in site_faqs],
     )
     return InferenceRequest(
         conversation_id=conversation_id,
@@ -112,7 +174,7 @@ def inference_request(
         deadline=arrival + sla_ms / 1000.0,
         max_new_tokens=config.MAX_NEW_TOKENS,
         arrival=arrival,
-        grounding=[f"{s.faq_id}:{s.faq_version}" for s in grounding],
+        grounding=[s.ref for s in [*site_faqs, *nearest]],
     )
 
 

@@ -66,5 +66,12 @@ MAX_NEW_TOKENS = get_from_env("CHAT_MAX_NEW_TOKENS", 96, positive_int)
 PROMPT_HISTORY_TURNS = 6
 # FAQ entries offered as grounding to the model and as suggestions in a holding reply.
 SUGGESTION_COUNT = 3
+# The site's FAQ head: its first FAQs by id (a fixed order), up to this many entries and
+# characters, open every prompt of the site, so a prefix-sharing KV cache computes them once
+# for all its customers. Head + suggestions stay within the cache's limit of FAQ versions
+# per answer (cache.admission.MAX_GROUNDING, 16); the characters keep the head near 400
+# tokens of the worker's 1,024-token prompt budget.
+SITE_FAQ_HEAD_ENTRIES = 10
+SITE_FAQ_HEAD_CHARS = 1500
 # Quick-reply buttons shown when the widget opens.
 QUICK_REPLY_COUNT = 4

@@ -102,6 +102,32 @@ async def test_faq_question_is_answered_whole_from_the_cache(client: Client, cha
     assert stored.faq_id is not None and 0 < stored.ttft_ms <= answer["ttft_ms"]
 
 
+async def test_prompts_of_one_site_open_with_the_same_faq_head(
+    client: Client, chat_cache, redis_url: str
+) -> None:
+    # given a site with a second FAQ, created after the first
+    site = await site_with(sla_ms=5000)
+    second = await sync_to_async(FAQ.objects.create)(
+        site=site, question="Do you ship abroad?", answer="Yes, to 30 countries."
+    )
+    faqs = await sync_to_async(list)(FAQ.objects.filter(site=site).order_by("id"))
+    await client.hello(site)
+    # when two different novel questions miss the cache
+    first_ack = await ask(client, NOVEL_QUESTION, cid="c1")
+    first = await wait_for_request(redis_url, first_ack["message_id"])
+    second_ack = await ask(client, "Is gift wrapping free of charge?", cid="c2")
+    later = await wait_for_request(redis_url, second_ack["message_id"])
+    # then both prompts open with the same site-stable text: instructions, rules and the
+    # site's FAQs in id order (a shared prefix for the KV cache), the question last
+    assert first["messages"][0] == later["messages"][0]
+    system = first["messages"][0]["content"]
+    refs = [f"{f.pk}:{f.version}" for f in faqs]
+    assert system.index(f'ref="{refs[0]}"') < system.index(f'ref="{second.pk}:{second.version}"')
+    assert "<customer>\n" not in system
+    # and each request names every FAQ version its prompt shows
+    assert first["grounding"] == later["grounding"] == refs
+
+
 async def test_customer_message_is_persisted_before_the_ack(client: Client, chat_cache) -> None:
     site = await site_with()
     await client.hello(site)

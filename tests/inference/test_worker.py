@@ -32,7 +32,7 @@ from inference.contracts import (
     cancel_key,
     conversation_group,
 )
-from inference.prompt import build_messages
+from inference.prompt import FaqEntry, build_messages
 from inference.worker import DEFAULT_VISIBILITY_TIMEOUT_S, redelivery_within_s
 
 pytestmark = pytest.mark.slow
@@ -240,7 +240,11 @@ def test_workers_publish_engine_figures_for_metrics(workers, redis) -> None:
     ("message_id", "fields", "code"),
     [
         ("bad-empty", {"messages": [PromptMessage("user", "   ")]}, "empty_prompt"),
-        ("bad-long", {"question": "refund " * 3000}, "prompt_too_long"),
+        (
+            "bad-long",
+            {"messages": build_messages("rules " * 3000, [], [], "Where?")},
+            "prompt_too_long",
+        ),
         ("bad-site", {"site_id": ""}, "unknown_site"),
         ("bad-stale", {"deadline": time.time() - 3600}, "stale_request"),
     ],
@@ -257,6 +261,31 @@ async def test_bad_requests_are_refused_with_a_clear_code(
     assert refused["code"] == code and refused["message"]
     assert [e["type"] for e in watcher.events] == ["answer.refused"]
     assert await_until(lambda: len(finalized(redis, message_id)) == 1)
+
+
+@pytest.mark.parametrize(
+    ("message_id", "question"),
+    [("long-emoji", "😀" * 2000), ("long-thai", ("สวัสดีครับ ผมต้องการคืนเงิน" * 11)[:269])],
+)
+async def test_longest_valid_messages_are_answered_with_the_grounding_shown(
+    workers, client, redis, url, message_id: str, question: str
+) -> None:
+    # given messages the protocol accepts (<= 2,000 characters) that tokenize to more than
+    # the prompt budget, with a site FAQ head the prompt cannot hold as well
+    head = [FaqEntry(f"Head question {i}?", "Head answer. " * 20, f"{i}:1") for i in range(6)]
+    messages = build_messages("You are a shop's assistant.", [], [], question, site_faqs=head)
+    grounding = [e.ref for e in head]
+    payload = make_request(message_id, messages=messages, grounding=grounding)
+    async with GroupWatcher(url, payload["conversation_id"]) as watcher:
+        send(client, payload)
+        final = await watcher.final()
+    # then they get an answer, not a refusal
+    assert final["type"] == "answer.end", watcher.events
+    result = final["result"]
+    assert result["finish_reason"] in {"length", "stop"} and result["text"]
+    # and the answer is grounded only on the FAQ entries the prompt still held
+    assert set(result["grounding"]) < set(grounding)
+    assert result["grounding"] == grounding[: len(result["grounding"])]
 
 
 async def test_disconnected_customer_cancels_the_answer(workers, client, redis, url) -> None:

@@ -195,6 +195,7 @@ class ChatConsumer(CustomerHello):
             question=message.text,
             arrival=arrival,
             sla_ms=self.site.sla_ms,
+            site_faqs=await answering.site_faq_head(self.site.id),
         )
         await answering.send_inference(request)
         pending.requested_here = True
