@@ -75,3 +75,5 @@ SITE_FAQ_HEAD_ENTRIES = 10
 SITE_FAQ_HEAD_CHARS = 1500
 # Quick-reply buttons shown when the widget opens.
 QUICK_REPLY_COUNT = 4
+# A rating's optional comment: a few sentences about the support received.
+MAX_RATING_COMMENT_CHARS = 1000

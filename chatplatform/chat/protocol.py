@@ -14,6 +14,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
+
 from chatplatform.chat import config
 
 
@@ -22,6 +25,8 @@ class ClientType(StrEnum):
     MESSAGE = "message"
     FEEDBACK = "feedback"
     HANDOFF = "handoff"
+    CONTACT = "contact"  # an e-mail address for a reply, when no agent is available
+    RATING = "rating"  # 1-5 and a comment, once an agent resolved the conversation
     PING = "ping"
 
 
@@ -35,6 +40,15 @@ class ServerType(StrEnum):
     HOLDING = "holding"  # honest holding reply inside the SLA; the model's answer follows
     FEEDBACK_OK = "feedback.ok"
     HANDOFF_OK = "handoff.ok"
+    # Human agents (chatplatform/agents/): the customer's side of a handoff.
+    HANDOFF_UNAVAILABLE = "handoff.unavailable"  # outside opening hours, or nobody answered
+    AGENT_JOINED = "agent.joined"
+    AGENT_MESSAGE = "agent.message"
+    AGENT_TYPING = "agent.typing"
+    AGENT_LEFT = "agent.left"
+    HANDOFF_RESOLVED = "handoff.resolved"  # the widget then asks for a rating
+    CONTACT_OK = "contact.ok"
+    RATING_OK = "rating.ok"
     PONG = "pong"
     ERROR = "error"
 
@@ -59,6 +73,14 @@ class ErrorCode(StrEnum):
     ANSWER_FAILED = "answer_failed"
     ANSWER_TIMEOUT = "answer_timeout"
     INTERNAL = "internal_error"
+    # Human agents: the customer's frames.
+    NO_HANDOFF = "no_handoff"
+    NOT_RESOLVED = "not_resolved"
+    # Human agents: the agent socket's frames (chatplatform/chat/consumers/agent.py).
+    NOT_FOUND = "not_found"
+    NOT_WAITING = "not_waiting"
+    ALREADY_CLAIMED = "already_claimed"
+    NOT_HOLDER = "not_holder"
 
 
 class ProtocolError(Exception):
@@ -106,11 +128,22 @@ class Handoff:
 
 
 @dataclass(frozen=True)
+class Contact:
+    email: str
+
+
+@dataclass(frozen=True)
+class Rating:
+    score: int
+    comment: str
+
+
+@dataclass(frozen=True)
 class Ping:
     pass
 
 
-ClientCommand = Hello | ChatMessage | Feedback | Handoff | Ping
+ClientCommand = Hello | ChatMessage | Feedback | Handoff | Contact | Rating | Ping
 
 # Client-chosen ids: short and boring, so they are safe in logs, keys and the database column.
 _CLIENT_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
@@ -135,9 +168,11 @@ def parse_client_frame(text: str) -> ClientCommand:
     kind = data.get("type")
     parsers = {
         ClientType.HELLO: _parse_hello,
-        ClientType.MESSAGE: _parse_message,
+        ClientType.MESSAGE: parse_message_fields,
         ClientType.FEEDBACK: _parse_feedback,
         ClientType.HANDOFF: lambda _: Handoff(),
+        ClientType.CONTACT: _parse_contact,
+        ClientType.RATING: _parse_rating,
         ClientType.PING: lambda _: Ping(),
     }
     if not isinstance(kind, str) or kind not in parsers:
@@ -164,7 +199,7 @@ def _parse_hello(data: dict[str, Any]) -> Hello:
         raise ProtocolError(ErrorCode.BAD_FIELD, "site_key must be 1-64 letters, digits or _.:-")
     conversation_id = data.get("conversation_id")
     if conversation_id is not None:
-        conversation_id = _uuid(conversation_id, "conversation_id")
+        conversation_id = parse_uuid(conversation_id, "conversation_id")
     visitor_id = data.get("visitor_id")
     if visitor_id is None or visitor_id == "":
         visitor_id = ""
@@ -173,7 +208,8 @@ def _parse_hello(data: dict[str, Any]) -> Hello:
     return Hello(site_key=site_key, conversation_id=conversation_id, visitor_id=visitor_id)
 
 
-def _parse_message(data: dict[str, Any]) -> ChatMessage:
+def parse_message_fields(data: dict[str, Any]) -> ChatMessage:
+    """`client_message_id` and `text` of a customer message or an agent's reply."""
     client_message_id = data.get("client_message_id")
     if not _is_client_id(client_message_id):
         raise ProtocolError(
@@ -197,14 +233,48 @@ def _parse_message(data: dict[str, Any]) -> ChatMessage:
 
 
 def _parse_feedback(data: dict[str, Any]) -> Feedback:
-    message_id = _uuid(data.get("message_id"), "message_id")
+    message_id = parse_uuid(data.get("message_id"), "message_id")
     value = data.get("value")
     if value not in ("up", "down"):
         raise ProtocolError(ErrorCode.BAD_FIELD, 'value must be "up" or "down".')
     return Feedback(message_id=message_id, positive=value == "up")
 
 
-def _uuid(value: Any, name: str) -> str:
+def _parse_contact(data: dict[str, Any]) -> Contact:
+    email = data.get("email")
+    if not isinstance(email, str) or not _is_email(email.strip()):
+        raise ProtocolError(ErrorCode.BAD_FIELD, "email must be an e-mail address.")
+    return Contact(email=email.strip())
+
+
+def _parse_rating(data: dict[str, Any]) -> Rating:
+    score = data.get("score")
+    if not isinstance(score, int) or isinstance(score, bool) or not 1 <= score <= 5:
+        raise ProtocolError(ErrorCode.BAD_FIELD, "score must be a whole number from 1 to 5.")
+    comment = data.get("comment") or ""
+    if not isinstance(comment, str):
+        raise ProtocolError(ErrorCode.BAD_FIELD, "comment must be a string.")
+    comment = _CONTROL.sub("", comment).strip()
+    if len(comment) > config.MAX_RATING_COMMENT_CHARS or _has_lone_surrogate(comment):
+        raise ProtocolError(
+            ErrorCode.BAD_FIELD,
+            f"comment must be valid text of at most {config.MAX_RATING_COMMENT_CHARS} characters.",
+        )
+    return Rating(score=score, comment=comment)
+
+
+def _is_email(value: str) -> bool:
+    # RFC 5321's limits (Django's validator does not check them): 254 in all, 64 before the @.
+    if len(value) > 254 or len(value.partition("@")[0]) > 64:
+        return False
+    try:
+        validate_email(value)
+    except ValidationError:
+        return False
+    return not _has_lone_surrogate(value)
+
+
+def parse_uuid(value: Any, name: str) -> str:
     # Only strings: str() of a number or an object must not be parsed as an id.
     if not isinstance(value, str) or len(value) > _MAX_UUID_CHARS:
         raise ProtocolError(ErrorCode.BAD_FIELD, f"{name} must be a UUID.")

@@ -113,6 +113,8 @@ class NewQuestion:
     received_at: datetime
     cached: CachedAnswer | None
     sla_ms: int
+    # An agent holds the conversation: the message is theirs to answer (no answer row).
+    to_agent: bool = False
 
 
 def save_questions(questions: list[NewQuestion]) -> list[tuple[str, bool]]:
@@ -172,11 +174,17 @@ def _insert_questions(questions: list[NewQuestion]) -> list[tuple[str, bool]]:
                 conversation_id=question.conversation_id,
                 role=Message.Role.CUSTOMER,
                 text=question.text,
-                state=Message.State.DONE if question.cached else Message.State.PENDING,
+                state=(
+                    Message.State.DONE
+                    if question.cached or question.to_agent
+                    else Message.State.PENDING
+                ),
                 client_message_id=question.client_message_id,
                 received_at=question.received_at,
             )
         )
+        if question.to_agent:
+            continue
         if question.cached is None:
             rows.append(_pending_answer(question, message_id))
         else:
@@ -314,6 +322,11 @@ def stored_answer(reply_id: str) -> dict[str, object] | None:
     return answer_frame(message)
 
 
+def reply_exists(reply_id: str) -> bool:
+    """Whether the question has an answer row (not: it went to a human agent)."""
+    return Message.objects.filter(pk=reply_id).exists()
+
+
 def reply_failed(reply_id: str) -> bool:
     """Whether the model answer `reply_id` failed (refused, failed or timed out)."""
     return Message.objects.filter(pk=reply_id, state=Message.State.FAILED).exists()
@@ -419,9 +432,3 @@ def record_feedback(conversation_id: str, message_id: str, positive: bool) -> Fe
             return None
         Message.objects.filter(pk=message_id).update(feedback=1 if positive else -1)
     return FeedbackChange(previous=row["feedback"], entry_id=row["cache_entry_id"])
-
-
-def request_handoff(conversation_id: str) -> None:
-    Conversation.objects.filter(pk=conversation_id).update(
-        status=Conversation.Status.HANDOFF_REQUESTED, handoff_requested_at=timezone.now()
-    )

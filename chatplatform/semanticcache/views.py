@@ -11,7 +11,6 @@ import logging
 import redis
 from django.contrib import messages
 from django.contrib.admin.views.decorators import staff_member_required
-from django.db import transaction
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -21,7 +20,8 @@ from django.views.decorators.http import require_POST
 from cache.ids import site_of
 from cache.types import Source, State
 from chatplatform.dashboards.access import readable_sites
-from chatplatform.faq.models import FAQ, FAQVariant
+from chatplatform.faq.models import FAQ
+from chatplatform.semanticcache import phrasings
 from chatplatform.semanticcache.service import get_cache
 from chatplatform.tenants.models import Site
 
@@ -114,7 +114,7 @@ def near_miss_action(request: HttpRequest, site_id: int) -> HttpResponse:
     if not request.user.has_perm("faq.change_faq"):
         return HttpResponse("You may not change this site's answers.", status=403)
     if action == "add_phrasing":
-        max_chars = FAQVariant._meta.get_field("text").max_length or 0
+        max_chars = phrasings.max_phrasing_chars()
         if len(question) > max_chars:
             messages.error(request, f"Phrasings are at most {max_chars} characters.")
             return back
@@ -123,16 +123,12 @@ def near_miss_action(request: HttpRequest, site_id: int) -> HttpResponse:
             return HttpResponseBadRequest("faq_id must be an FAQ's number")
         # Only an FAQ of this very site: the form's faq_id is the client's word.
         faq = get_object_or_404(FAQ, pk=int(faq_id), site=site)
-        with transaction.atomic():
-            _, created = FAQVariant.objects.get_or_create(faq=faq, text=question)
-        if created:
+        if phrasings.add_phrasing(faq, question):
             messages.success(request, f"Added as a phrasing of FAQ {faq.pk}: {faq.question}")
         else:
             messages.info(request, f"FAQ {faq.pk} already has this phrasing.")
-    try:
-        removed = get_cache().dismiss_near_misses(str(site.pk), question)
-    except redis.RedisError:
-        logger.exception("cache: near misses of site %s not dismissed", site.pk)
+    removed = phrasings.forget_near_misses(site, question)
+    if removed is None:
         messages.warning(request, "The cache did not answer: the near miss is still listed.")
         return back
     if action == "dismiss":
@@ -200,14 +196,9 @@ def _promote(request: HttpRequest, cache, entry_id: str, site: Site) -> HttpResp
         if entry is None or entry.source != Source.GENERATED or entry.site_id != str(site.pk):
             messages.error(request, "That entry no longer exists (promoted, expired or purged).")
             return back
-        question = entry.questions[0][:500]
-        with transaction.atomic():
-            # The same FAQ again (the entry was offered anew after a promote, or survived one
-            # whose removal failed) is not made twice: two FAQs with one question compete,
-            # and the cache then refuses it as ambiguous.
-            faq = FAQ.objects.filter(site=site, question=question, answer=entry.answer).first()
-            if faq is None:
-                faq = FAQ.objects.create(site=site, question=question, answer=entry.answer)
+        # The same FAQ again (the entry was offered anew after a promote, or survived one
+        # whose removal failed) is not made twice (phrasings.new_faq).
+        faq, _ = phrasings.new_faq(site, entry.questions[0], entry.answer)
         try:
             cache.delete_entry(entry_id)
         except redis.RedisError:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import dj_database_url
 
+from chatplatform.agents.config import SWEEP_INTERVAL_S as AGENT_SWEEP_INTERVAL_S
 from chatplatform.settings.env import (
     get_from_env,
     one_of,
@@ -100,6 +101,7 @@ INSTALLED_APPS = [
     "chatplatform.chat",
     "chatplatform.dashboards",
     "chatplatform.health",
+    "chatplatform.agents",
 ]
 
 MIDDLEWARE = [
@@ -181,9 +183,31 @@ CELERY_BEAT_SCHEDULE = {
         "task": "chatplatform.dashboards.refresh_rollups",
         "schedule": 3600.0,
         "options": {"queue": Queue.CPU.value},
-    }
+    },
+    # Human agents: vanished agents' conversations back to the queue, "no agent answered in
+    # N minutes" (chatplatform/agents/sweep.py). A sweep not run in time is dropped, not queued.
+    "sweep-agent-handoffs": {
+        "task": "chatplatform.agents.sweep",
+        "schedule": AGENT_SWEEP_INTERVAL_S,
+        "options": {"queue": Queue.CPU.value, "expires": AGENT_SWEEP_INTERVAL_S},
+    },
 }
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
+
+# E-mail (notifications to a site's support address). With no EMAIL_HOST, mails are written to
+# the process's log (console backend), so a development box needs no mail server.
+EMAIL_HOST = get_from_env("EMAIL_HOST", "")
+EMAIL_PORT = get_from_env("EMAIL_PORT", 587, int)
+EMAIL_HOST_USER = get_from_env("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = get_from_env("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = get_from_env("EMAIL_USE_TLS", True, str_to_bool)
+EMAIL_TIMEOUT = 20
+DEFAULT_FROM_EMAIL = get_from_env("DEFAULT_FROM_EMAIL", "chatplatform@localhost")
+EMAIL_BACKEND = (
+    "django.core.mail.backends.smtp.EmailBackend"
+    if EMAIL_HOST
+    else "django.core.mail.backends.console.EmailBackend"
+)
 
 # Prometheus /metrics: served only to these client addresses (comma list) unless empty = all.
 METRICS_ALLOWED_IPS = get_from_env("METRICS_ALLOWED_IPS", ["127.0.0.1", "::1"], str_to_list)

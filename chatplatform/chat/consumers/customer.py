@@ -1,5 +1,6 @@
 """The customer's frames: messages (validated, rate-limited, stored, answered from the cache
-or asked of the model), feedback and handoff; `ChatConsumer` is the widget's socket."""
+or asked of the model, or left to the agent holding the conversation), feedback, and the
+handoff frames (handoff.py); `ChatConsumer` is the widget's socket."""
 
 from __future__ import annotations
 
@@ -12,16 +13,18 @@ from channels.db import database_sync_to_async
 from chatplatform import metrics
 from chatplatform.chat import answering, config, limits, store
 from chatplatform.chat.consumers.delivery import PendingAnswer
-from chatplatform.chat.consumers.hello import CustomerHello
+from chatplatform.chat.consumers.handoff import HELD, CustomerHandoff
 from chatplatform.chat.protocol import (
     ChatMessage,
     ClientCommand,
+    Contact,
     ErrorCode,
     Feedback,
     Handoff,
     Hello,
     Ping,
     ProtocolError,
+    Rating,
     ServerType,
 )
 from chatplatform.chat.writer import writer
@@ -29,7 +32,7 @@ from chatplatform.chat.writer import writer
 logger = logging.getLogger(__name__)
 
 
-class ChatConsumer(CustomerHello):
+class ChatConsumer(CustomerHandoff):
     """The widget's socket at /ws/chat/: acts on each customer frame."""
 
     async def handle(self, command: ClientCommand, arrival: float) -> None:
@@ -48,8 +51,11 @@ class ChatConsumer(CustomerHello):
         elif isinstance(command, Feedback):
             await self.feedback(command)
         elif isinstance(command, Handoff):
-            await database_sync_to_async(store.request_handoff)(self.conversation_id)
-            await self.send_json({"type": ServerType.HANDOFF_OK.value})
+            await self.request_handoff()
+        elif isinstance(command, Contact):
+            await self.leave_contact(command)
+        elif isinstance(command, Rating):
+            await self.rate(command)
 
     async def message_or_internal_error(self, message: ChatMessage, arrival: float) -> None:
         """`message`, with a failure on our side reported against the message (`ref`), so the
@@ -83,8 +89,10 @@ class ChatConsumer(CustomerHello):
             )
         received_at = datetime.fromtimestamp(arrival, tz=UTC)
         history = [text for role, text in self.turns if role == "user"]
+        # While an agent holds the conversation the message is theirs: no cache, no model.
+        to_agent = self.handoff_status == HELD
         result = None
-        if self.site.cache_enabled:
+        if self.site.cache_enabled and not to_agent:
             result = await answering.lookup(
                 self.site.id, message.text, self.conversation_id, history
             )
@@ -107,6 +115,7 @@ class ChatConsumer(CustomerHello):
                 received_at=received_at,
                 cached=cached,
                 sla_ms=self.site.sla_ms,
+                to_agent=to_agent,
             )
         )
         stored = None
@@ -119,7 +128,10 @@ class ChatConsumer(CustomerHello):
             stored = await database_sync_to_async(store.stored_answer)(reply_id)
             if stored is None:
                 failed = await database_sync_to_async(store.reply_failed)(reply_id)
-        if stored is None and not failed and (cached is None or not created):
+            if stored is None and not failed and not to_agent:
+                # Sent to an agent first (no answer row), now resent after a hand-back.
+                to_agent = not await database_sync_to_async(store.reply_exists)(reply_id)
+        if stored is None and not failed and not to_agent and (cached is None or not created):
             # The model's task is queued before the ack: a crash in between leaves the message
             # un-acked, the widget resends it, and it is queued again here (workers answer a
             # message id once, so a second task for it is harmless).
@@ -140,6 +152,7 @@ class ChatConsumer(CustomerHello):
         elif created and cached is not None:
             self.turns.append(("user", message.text))
             await self.answer_from_cache(message_id, arrival, cached)
+        await self.tell_agents()
 
     async def answer_from_cache(
         self, message_id: str, arrival: float, cached: store.CachedAnswer

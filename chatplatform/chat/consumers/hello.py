@@ -1,13 +1,14 @@
 """Joining a conversation: the hello frame, a new or resumed conversation, the welcome, and
-catching up on what the customer missed while away."""
+catching up on what the customer missed while away (answers, failures, an agent's replies)."""
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from channels.db import database_sync_to_async
 
+from chatplatform.agents import store as agent_store
 from chatplatform.chat import config, limits, store
 from chatplatform.chat.consumers.delivery import AnswerDelivery
 from chatplatform.chat.protocol import ErrorCode, Hello, ProtocolError, ServerType
@@ -42,6 +43,7 @@ class CustomerHello(AnswerDelivery):
             raise
         self.site, self.conversation_id, self.turns = site, conversation_id, welcome.turns
         self.site_key, self.site_read_at = hello.site_key, time.monotonic()
+        self.handoff_status = str(welcome.handoff["status"]) if welcome.handoff else ""
         await self.send_json(
             {
                 "type": ServerType.WELCOME.value,
@@ -52,9 +54,12 @@ class CustomerHello(AnswerDelivery):
                 "quick_replies": welcome.quick_replies,
                 "sla_ms": site.sla_ms,
                 "max_message_chars": config.MAX_MESSAGE_CHARS,
+                "handoff": welcome.handoff,
             }
         )
         for frame in welcome.missed:
+            await self.deliver_whole(frame)
+        for frame in welcome.agent_messages:
             await self.deliver_whole(frame)
         for message_id, client_message_id in welcome.failures:
             await self.report_failure(message_id, client_message_id)
@@ -69,6 +74,8 @@ class WelcomeData:
     missed: list[dict[str, object]]  # finished answers the customer has not received
     failures: list[tuple[str, str]]  # (message id, client_message_id) of unreported failures
     unfinished: list[store.UnfinishedAnswer]  # answers still to come
+    handoff: dict[str, object] | None = None  # the open handoff (or a resolve to rate)
+    agent_messages: list[dict[str, object]] = field(default_factory=list)  # agent replies missed
 
 
 def _welcome_data(site_id: int, conversation_id: str, resumed: bool) -> WelcomeData:
@@ -76,10 +83,13 @@ def _welcome_data(site_id: int, conversation_id: str, resumed: bool) -> WelcomeD
     replies = store.quick_replies(site_id, config.QUICK_REPLY_COUNT)
     if not resumed:
         return WelcomeData(replies, [], [], [], [])
+    handoff = agent_store.customer_state(conversation_id)
     return WelcomeData(
         quick_replies=replies,
         turns=store.conversation_turns(conversation_id, config.PROMPT_HISTORY_TURNS),
         missed=store.undelivered_answers(conversation_id),
         failures=store.unreported_failures(conversation_id),
         unfinished=store.unfinished_answers(conversation_id),
+        handoff=handoff.for_customer() if handoff else None,
+        agent_messages=agent_store.undelivered_agent_messages(conversation_id),
     )

@@ -87,6 +87,19 @@
     "@media (max-width:480px){.panel{right:0;bottom:0;width:100vw;height:100vh;max-height:100vh;",
     "border-radius:0}.launcher{right:14px;bottom:14px}.launcher[aria-expanded=true]{display:none}}",
     ".launcher svg{width:28px;height:28px;fill:#fff;vertical-align:middle}",
+    // Human agents: their messages, and the e-mail and rating forms shown in the log.
+    ".msg.agent{align-self:flex-start;background:#e3f4e6;border:1px solid #b9dfc0;",
+    "border-bottom-left-radius:3px}",
+    ".msg .who{display:block;font-size:12px;color:#1e5e2b;font-weight:600;margin-bottom:2px}",
+    ".msg.info{align-self:center;background:#eef0f3;color:#333;font-size:13px}",
+    ".inline-form{align-self:stretch;display:flex;flex-wrap:wrap;gap:6px;padding:8px;",
+    "background:#fff;border:1px solid #dde1e6;border-radius:10px;font-size:13px}",
+    ".inline-form p{margin:0;flex-basis:100%}",
+    ".inline-form input,.inline-form textarea{flex:1;border:1px solid #cfd5dc;border-radius:6px;",
+    "padding:6px;font-size:14px}",
+    ".inline-form button{border:1px solid #1f5fbf;background:#fff;color:#1f5fbf;border-radius:6px;",
+    "padding:4px 9px;cursor:pointer}",
+    ".inline-form button[aria-pressed=true]{background:#1f5fbf;color:#fff}",
   ].join("");
 
   // --- persistent state (localStorage) -------------------------------------------------------
@@ -196,6 +209,7 @@
       bubbles[msg.id] = bubble;
     }
     bubble.textContent = "";
+    if (msg.role === "agent") bubble.appendChild(el("span", { class: "who" }, msg.agentName));
     bubble.appendChild(el("span", { class: "text" }, msg.text));
     if (msg.suggestions && msg.suggestions.length) {
       var list = el("div", { class: "suggestions" });
@@ -406,6 +420,7 @@
   }
 
   function handle(frame) {
+    if (handleAgentFrame(frame)) return;
     switch (frame.type) {
       case "welcome":
         ready = true;
@@ -427,6 +442,7 @@
         }
         renderQuickReplies(frame.quick_replies);
         if (frame.max_message_chars) input.maxLength = frame.max_message_chars;
+        restoreHandoff(frame.handoff);
         flushOutbox();
         break;
       case "ack":
@@ -454,9 +470,6 @@
         delete streaming[frame.message_id];
         upsert({ id: frame.message_id, role: "assistant", text: frame.text, source: "llm", done: true });
         break;
-      case "handoff.ok":
-        notice("A human agent has been asked to join; they will reply here.");
-        break;
       case "error":
         handleError(frame);
         break;
@@ -476,7 +489,152 @@
     state.outbox.push({ cid: cid, text: text });
     upsert({ id: cid, role: "customer", text: text, done: true });
     send({ type: "message", client_message_id: cid, text: text });
-    setTyping(true);
+    // While an agent holds the chat, the bot does not answer: no "Assistant is typing".
+    if (!handoff.agentName) setTyping(true);
+  }
+
+  // --- human agents (docs/protocol.md: handoff frames) -----------------------------------------
+
+  // The conversation's handoff as the server last described it; agentName is set while an
+  // agent holds the chat. Restored from the welcome's `handoff` after a reload or reconnect.
+  var handoff = { status: null, agentName: "" };
+  var forms = {}; // the e-mail and rating forms on show, by kind, so none is shown twice
+  var agentTypingTimer = null;
+
+  function info(text) {
+    log.appendChild(el("div", { class: "msg info", role: "status" }, text));
+    scrollDown();
+  }
+
+  function setAgent(name) {
+    handoff.agentName = name || "";
+    typing.textContent = name ? name + " is typing\u2026" : "Assistant is typing\u2026";
+    if (name) setTyping(false);
+  }
+
+  function waitingText(h) {
+    return "A person from our team has been asked to join; they will reply here" +
+      (h.reply_within_minutes ? " (usually within " + h.reply_within_minutes + " minutes)." : ".");
+  }
+
+  function restoreHandoff(h) {
+    handoff.status = h ? h.status : null;
+    setAgent(h && h.status === "held" ? h.agent_name : "");
+    if (!h) return;
+    if (h.status === "waiting" && h.unavailable && !h.contact_left) emailForm(h.message);
+    if (h.status === "resolved" && !h.rated) ratingForm();
+  }
+
+  function removeForm(kind) {
+    var form = forms[kind];
+    if (form && form.parentNode) form.parentNode.removeChild(form);
+    delete forms[kind];
+  }
+
+  function emailForm(message) {
+    if (forms.email) return;
+    var form = el("form", { class: "inline-form", "aria-label": "Leave your e-mail address" });
+    form.appendChild(el("p", {}, message));
+    var address = el("input", { type: "email", required: "required", placeholder: "you@example.com",
+                                "aria-label": "Your e-mail address", maxlength: "254" });
+    form.appendChild(address);
+    form.appendChild(el("button", { type: "submit" }, "Send"));
+    form.addEventListener("submit", function (event) {
+      event.preventDefault();
+      if (!send({ type: "contact", email: address.value.trim() })) {
+        notice("Not connected; your address was not sent. Try again in a moment.");
+      }
+    });
+    forms.email = form;
+    log.appendChild(form);
+    scrollDown();
+  }
+
+  function ratingForm() {
+    if (forms.rating) return;
+    var form = el("form", { class: "inline-form", "aria-label": "Rate this conversation" });
+    form.appendChild(el("p", {}, "How did we do? Rate this conversation from 1 to 5."));
+    var score = 0;
+    var stars = [1, 2, 3, 4, 5].map(function (n) {
+      var star = el("button", { type: "button", "aria-label": "Rate " + n + " out of 5",
+                                "aria-pressed": "false" }, String(n) + "\u2605");
+      star.addEventListener("click", function () {
+        score = n;
+        stars.forEach(function (s, i) { s.setAttribute("aria-pressed", String(i < n)); });
+      });
+      form.appendChild(star);
+      return star;
+    });
+    var comment = el("textarea", { rows: "2", maxlength: "1000", placeholder: "A comment (optional)",
+                                   "aria-label": "Comment" });
+    form.appendChild(comment);
+    form.appendChild(el("button", { type: "submit" }, "Send rating"));
+    form.addEventListener("submit", function (event) {
+      event.preventDefault();
+      if (!score) { notice("Choose from 1 to 5 first."); return; }
+      if (!send({ type: "rating", score: score, comment: comment.value.trim() })) {
+        notice("Not connected; your rating was not sent. Try again in a moment.");
+      }
+    });
+    forms.rating = form;
+    log.appendChild(form);
+    scrollDown();
+  }
+
+  // Handles the handoff frames; false for any other frame.
+  function handleAgentFrame(frame) {
+    switch (frame.type) {
+      case "handoff.ok":
+        handoff.status = frame.status;
+        if (frame.status === "held") setAgent(frame.agent_name);
+        if (!frame.unavailable) info(waitingText(frame));
+        return true;
+      case "handoff.unavailable":
+        info(frame.message);
+        if (!frame.contact_left) emailForm(frame.message);
+        return true;
+      case "agent.joined":
+        handoff.status = "held";
+        setAgent(frame.agent_name);
+        info(frame.agent_name + " joined the chat.");
+        return true;
+      case "agent.message":
+        window.clearTimeout(agentTypingTimer);
+        setTyping(false);
+        upsert({ id: frame.message_id, role: "agent", text: frame.text, agentName: frame.agent_name,
+                 done: true });
+        return true;
+      case "agent.typing":
+        setTyping(true);
+        window.clearTimeout(agentTypingTimer);
+        agentTypingTimer = window.setTimeout(function () { setTyping(false); }, 5000);
+        return true;
+      case "agent.left":
+        setAgent("");
+        setTyping(false);
+        handoff.status = frame.reason === "disconnected" ? "waiting" : null;
+        info(frame.reason === "disconnected"
+          ? frame.agent_name + " was disconnected; the next person from our team will reply here."
+          : frame.agent_name + " left the chat; our assistant answers again.");
+        return true;
+      case "handoff.resolved":
+        setAgent("");
+        handoff.status = "resolved";
+        info(frame.agent_name + " marked this conversation as resolved.");
+        ratingForm();
+        return true;
+      case "contact.ok":
+        removeForm("email");
+        info("Thanks: we will reply to " + frame.email + ".");
+        return true;
+      case "rating.ok":
+        removeForm("rating");
+        handoff.status = null;
+        info("Thanks for your rating.");
+        return true;
+      default:
+        return false;
+    }
   }
 
   // --- events ------------------------------------------------------------------------------
