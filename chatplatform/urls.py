@@ -10,5 +10,6 @@ urlpatterns = [
     path("metrics", metrics, name="metrics"),
     path("dashboard/", include("chatplatform.dashboards.urls")),
     path("cache/", include("chatplatform.semanticcache.urls")),
+    path("agents/", include("chatplatform.agents.urls")),
     path("", include("chatplatform.chat.urls")),
 ]

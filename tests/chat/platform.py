@@ -41,6 +41,9 @@ class ChatPlatform:
             "CHAT_MODEL": str(model_dir),
             "INFERENCE_VISIBILITY_TIMEOUT": "30",
             "CHAT_CANCEL_GRACE_S": "30",
+            # Webhook retries in a fraction of a second (tests/chat/test_agents_notifications.py).
+            "AGENT_WEBHOOK_RETRY_BASE_S": "0.3",
+            "AGENT_WEBHOOK_MAX_ATTEMPTS": "3",
             "PYTHONUNBUFFERED": "1",
         }
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
