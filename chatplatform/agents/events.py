@@ -12,7 +12,7 @@ from __future__ import annotations
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 
-from chatplatform.agents.store import AgentMessage, HandoffView
+from chatplatform.agents.store import AgentMessage, HandoffView, open_handoff_exists
 from inference.contracts import conversation_group
 
 
@@ -70,3 +70,10 @@ def publish_sync(handoff: HandoffView, customer_event: dict[str, object] | None)
         await inbox_changed(handoff.site_id, handoff.conversation_id)
 
     async_to_sync(publish)()
+
+
+def bot_answer_stored(site_id: int, conversation_id: str) -> None:
+    """From the finalize task: a model answer was stored; agents following a conversation that
+    waits for them see it (the bot answers while nobody has claimed it yet)."""
+    if open_handoff_exists(conversation_id):
+        async_to_sync(inbox_changed)(site_id, conversation_id)

@@ -130,6 +130,12 @@ def _open_handoff(conversation_id: str) -> Handoff | None:
     )
 
 
+def open_handoff_exists(conversation_id: str) -> bool:
+    return Handoff.objects.filter(
+        conversation_id=conversation_id, status__in=Handoff.OPEN_STATUSES
+    ).exists()
+
+
 def _latest_handoff(conversation_id: str) -> Handoff | None:
     return (
         Handoff.objects.select_related("agent")

@@ -17,6 +17,7 @@ from celery import shared_task
 from channels.layers import get_channel_layer
 from django.db import OperationalError, transaction
 
+from chatplatform.agents import events as agent_events
 from chatplatform.chat.store import reply_id_for
 from chatplatform.conversations.models import Conversation, Message
 from inference.contracts import InferenceResult, TaskName, conversation_group
@@ -51,6 +52,7 @@ def finalize_answer(result_data: dict) -> str:
         conversation_group(result.conversation_id),
         {"type": "answer.stored", "reply_id": reply_id},
     )
+    agent_events.bot_answer_stored(int(result.site_id), result.conversation_id)
     return outcome
 
 

@@ -47,7 +47,9 @@ ANSWER_ROLES = (Message.Role.ASSISTANT, Message.Role.AGENT)
 SOURCE_ORDER = [Source.FAQ, Source.CACHE, Source.LLM, Source.FALLBACK, Source.AGENT]
 PERCENTILES = (50, 95, 99)
 # Columns holding a ratio in [0, 1]: the page shows them as percentages, CSV as raw numbers.
-RATIO_COLUMNS = frozenset({"cache hit rate", "SLA compliance", "share", "satisfaction"})
+RATIO_COLUMNS = frozenset(
+    {"cache hit rate", "SLA compliance", "share", "satisfaction", "rated 4-5"}
+)
 
 
 @dataclass(frozen=True)

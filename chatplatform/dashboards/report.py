@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from chatplatform.dashboards import queries, rollups
+from chatplatform.dashboards import handoffs, queries, rollups
 from chatplatform.dashboards.queries import Scope, Table
 
 
@@ -22,9 +22,19 @@ class Dashboard:
     sources: Table
     latency: Table
     cost: Table
+    handoffs: Table
+    rating_by_source: Table
 
     def tables(self) -> list[Table]:
-        return [self.daily, self.source_mix, self.sources, self.latency, self.cost]
+        return [
+            self.daily,
+            self.source_mix,
+            self.sources,
+            self.latency,
+            self.cost,
+            self.handoffs,
+            self.rating_by_source,
+        ]
 
 
 def daily_figures(
@@ -91,4 +101,6 @@ def build_dashboard(
         sources=queries.sources_table(groups),
         latency=queries.latency_table(latency_values(scope, now)),
         cost=queries.cost_table(groups, gpu_cost_per_hour),
+        handoffs=handoffs.handoff_table(scope),
+        rating_by_source=handoffs.rating_by_source_table(scope),
     )

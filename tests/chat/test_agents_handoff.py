@@ -355,3 +355,22 @@ async def test_a_second_handoff_request_changes_nothing_and_other_tabs_hear_of_i
     assert count == 1
     await tab1.close()
     await tab2.close()
+
+
+async def test_a_model_answer_stored_while_waiting_reaches_the_agent_following_it(
+    client: Client, chat_cache
+) -> None:
+    from tests.chat.test_finalize import ask_and_answer
+
+    site = await sync_to_async(make_site)(cache_enabled=False)
+    agent = await AgentClient.signed_in(await sync_to_async(make_agent)("fay", [site]))
+    conversation_id = await asked_for_a_person(client, site)
+    await agent.send({"type": "open", "conversation_id": conversation_id})
+    await agent.receive_type("transcript")
+    # the bot still answers while nobody has claimed it: the finalize task stores its answer
+    question = "Do you sell tents for six people?"
+    now = (await handoff_of(conversation_id)).requested_at
+    await sync_to_async(ask_and_answer)(site.pk, conversation_id, question, now)
+    seen = await agent.message_with("The answer to: Do you sell tents")
+    assert (seen["role"], seen["source"]) == ("assistant", "llm")
+    await agent.close()
