@@ -2,6 +2,11 @@
 
     python -m chatplatform.chat.loadtest --start                 # start a private platform too
     python -m chatplatform.chat.loadtest --url ws://127.0.0.1:8000/ws/chat/   # a running one
+    python -m chatplatform.chat.loadtest --start --web-processes 2   # scale-out on one machine
+    python -m chatplatform.chat.loadtest --url ws://HOST:8001/ws/chat/,ws://HOST:8002/ws/chat/
+
+With several URLs (several web processes of one deployment) the customers are split over them
+in turn, as a load balancer would; the report counts the customers each URL got.
 
 Two phases, both client-side timings (message sent -> frame received), run in this order:
 
@@ -248,13 +253,25 @@ def summarize(samples: list[Sample], sla_ms: int) -> dict[str, Any]:
     }
 
 
+def split_over(urls: list[str], count: int) -> list[str]:
+    """The URL of each of `count` customers: the web processes in turn."""
+    return [urls[i % len(urls)] for i in range(count)]
+
+
+def clients_per_url(customers: list[Customer]) -> dict[str, int]:
+    counts: dict[str, int] = defaultdict(int)
+    for customer in customers:
+        counts[customer.url] += 1
+    return dict(counts)
+
+
 async def concurrency_phase(
-    url: str, origin: str, site_key: str, questions: Questions, args: argparse.Namespace
-) -> list[Sample]:
+    urls: list[str], origin: str, site_key: str, questions: Questions, args: argparse.Namespace
+) -> tuple[list[Sample], dict[str, int]]:
     rng = random.Random(args.seed)
     kinds = ["faq", "paraphrase", "novel"]
     weights = [args.faq_share, args.paraphrase_share, 1 - args.faq_share - args.paraphrase_share]
-    customers = [Customer(url, origin, site_key) for _ in range(args.conversations)]
+    customers = [Customer(url, origin, site_key) for url in split_over(urls, args.conversations)]
     for start in range(0, len(customers), CONNECT_BATCH):
         await asyncio.gather(*(c.connect() for c in customers[start : start + CONNECT_BATCH]))
     samples: list[Sample] = []
@@ -274,16 +291,16 @@ async def concurrency_phase(
         await customer.close()
     rate = len(samples) / elapsed
     print(f"concurrency phase: {len(samples)} messages in {elapsed:.1f} s ({rate:.1f} msg/s)")
-    return samples
+    return samples, clients_per_url(customers)
 
 
 async def rate_phase(
-    url: str, origin: str, site_key: str, questions: Questions, rate: float, seconds: float
+    urls: list[str], origin: str, site_key: str, questions: Questions, rate: float, seconds: float
 ) -> list[Sample]:
     """Novel questions at `rate` per second (Poisson), each from a fresh idle conversation."""
     rng = random.Random(int(rate * 1000))
     count = max(1, round(rate * seconds))
-    customers = [Customer(url, origin, site_key) for _ in range(count)]
+    customers = [Customer(url, origin, site_key) for url in split_over(urls, count)]
     for start in range(0, count, CONNECT_BATCH):
         await asyncio.gather(*(c.connect() for c in customers[start : start + CONNECT_BATCH]))
     tasks = []
@@ -296,8 +313,9 @@ async def rate_phase(
     return samples
 
 
-def start_platform() -> tuple[Any, str]:
-    """A private platform (own Redis, database and port) with the benchmark's limits."""
+def start_platform(web_processes: int = 1) -> tuple[Any, list[str]]:
+    """A private platform (own Redis, database and port) with the benchmark's limits; with
+    `web_processes` > 1, more web processes (chatplatform.serve) beside the run command's."""
     from embedded_redis import free_port
 
     os.environ.update(BENCH_LIMITS_ENV)
@@ -310,14 +328,28 @@ def start_platform() -> tuple[Any, str]:
 
     platform = run.Platform()
     platform.start()
+    urls = [f"ws://{run.HOST}:{run.PORT}/ws/chat/"]
+    for number in range(2, web_processes + 1):
+        port = free_port()
+        platform.spawn(f"web-{number}", [sys.executable, "-m", "chatplatform.serve",
+                                         "-b", run.HOST, "-p", str(port),
+                                         "chatplatform.asgi:application"])  # fmt: skip
+        urls.append(f"ws://{run.HOST}:{port}/ws/chat/")
     platform.wait_healthy()
-    return platform, f"ws://{run.HOST}:{run.PORT}/ws/chat/"
+    return platform, urls
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--start", action="store_true", help="start a private platform")
-    parser.add_argument("--url", default="ws://127.0.0.1:8000/ws/chat/")
+    parser.add_argument(
+        "--url",
+        default="ws://127.0.0.1:8000/ws/chat/",
+        help="websocket URL; several, comma-separated: customers split over them in turn",
+    )
+    parser.add_argument(
+        "--web-processes", type=int, default=1, help="with --start: web processes to start"
+    )
     parser.add_argument("--origin", default=None, help="default: the site's first origin")
     parser.add_argument("--site-key", default=None, help="default: the demo site")
     parser.add_argument("--conversations", type=int, default=200)
@@ -331,25 +363,31 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-async def benchmark(args: argparse.Namespace, url: str) -> dict[str, Any]:
+async def benchmark(args: argparse.Namespace, urls: list[str]) -> dict[str, Any]:
     site_key, questions, sla_ms, site_origin = await asyncio.to_thread(
         load_questions, args.site_key
     )
     # A page of the site: the benchmark's sockets present one of its allowed origins.
-    origin = args.origin or site_origin or "http://" + url.split("://", 1)[1].split("/", 1)[0]
+    host = urls[0].split("://", 1)[1].split("/", 1)[0]
+    origin = args.origin or site_origin or "http://" + host
     print(f"site SLA {sla_ms} ms; {len(questions.faq)} FAQ phrasings; warming up...")
-    warm = Customer(url, origin, site_key)
-    await warm.connect()
-    for kind in ("faq", "paraphrase", "novel", "novel"):
-        await warm.ask(kind, questions.pick(kind, random.Random(1)))
-    await warm.close()
-    report: dict[str, Any] = {"sla_ms": sla_ms, "conversations": args.conversations}
+    for url in urls:  # every web process loads its cache and opens its connections
+        warm = Customer(url, origin, site_key)
+        await warm.connect()
+        for kind in ("faq", "paraphrase", "novel", "novel"):
+            await warm.ask(kind, questions.pick(kind, random.Random(1)))
+        await warm.close()
+    report: dict[str, Any] = {
+        "sla_ms": sla_ms,
+        "conversations": args.conversations,
+        "web_processes": len(urls),
+    }
     # The sweep first, on an idle model: the mixed phase leaves no backlog behind to skew it.
     sweep = []
     best: float | None = None
     for rate in (float(r) for r in args.rates.split(",") if r.strip()):
         figures = summarize(
-            await rate_phase(url, origin, site_key, questions, rate, args.rate_seconds), sla_ms
+            await rate_phase(urls, origin, site_key, questions, rate, args.rate_seconds), sla_ms
         )
         llm = figures["per_source"].get("llm", {})
         p99 = llm.get("model_ttft_ms", {}).get("p99")
@@ -363,8 +401,9 @@ async def benchmark(args: argparse.Namespace, url: str) -> dict[str, Any]:
             best = rate
     report["miss_rate_sweep"] = sweep
     report["highest_miss_rate_within_sla_per_s"] = best
-    samples = await concurrency_phase(url, origin, site_key, questions, args)
+    samples, per_url = await concurrency_phase(urls, origin, site_key, questions, args)
     report["concurrency"] = summarize(samples, sla_ms)
+    report["concurrency"]["clients_per_url"] = per_url
     print(json.dumps(report["concurrency"], indent=1))
     return report
 
@@ -372,11 +411,11 @@ async def benchmark(args: argparse.Namespace, url: str) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     platform = None
-    url = args.url
+    urls = [url.strip() for url in args.url.split(",") if url.strip()]
     if args.start:
-        platform, url = start_platform()
+        platform, urls = start_platform(args.web_processes)
     try:
-        report = asyncio.run(benchmark(args, url))
+        report = asyncio.run(benchmark(args, urls))
     finally:
         if platform is not None:
             platform.stop()
