@@ -63,12 +63,12 @@ def test_locks_reflect_requirements_txt() -> None:
     web = pins(LOCKS / "web.lock") | pins(LOCKS / "encoder-model.lock")
     # the GPU image has exactly requirements.txt's versions (`make lock` after a change)
     for name, version in required.items():
-        assert inference.get(name) == version, (name, version, inference.get(name))
+        assert inference.get(name) == version, f"{name}=={version}: run `make lock`"
     # the web image: the same versions, a subset, and nothing of the model side
     for name, version in web.items():
         if name in required:
-            assert required[name] == version, (name, version)
-        assert inference.get(name) == version, (name, "web and GPU images disagree")
+            assert required[name] == version, f"{name}=={version}: run `make lock`"
+        assert inference.get(name) == version, f"{name}: images disagree; run `make lock`"
     assert not MODEL_SIDE & set(web), MODEL_SIDE & set(web)
     assert not [name for name in web if name.startswith("nvidia-")]
 
