@@ -13,6 +13,13 @@ from pathlib import Path
 
 import numpy as np
 
+from cache.encoder import Encoder
+from cache.index import Snapshot, build_snapshot
+from cache.normalize import normalize
+from cache.types import Entry, Source
+
+ENCODE_BATCH = 64  # questions per encoder call when encoding a whole data set
+
 
 @dataclass(frozen=True, slots=True)
 class Labelled:
@@ -61,3 +68,29 @@ def simulate_site(train: list[Labelled], variants: int, unknown: int, seed: int)
             )
         )
     return SimulatedSite(faqs=faqs, unknown=frozenset(left_out), used=frozenset(used))
+
+
+def encode_all(encoder: Encoder, texts: list[str]) -> np.ndarray:
+    """[len(texts), dim] unit vectors, encoded in batches."""
+    return np.concatenate(
+        [encoder.encode(texts[i : i + ENCODE_BATCH]) for i in range(0, len(texts), ENCODE_BATCH)]
+    )
+
+
+def site_snapshot(site: SimulatedSite, train: list[Labelled], vectors: np.ndarray) -> Snapshot:
+    """The site's FAQs as a lookup would search them, from the training questions' vectors
+    (`vectors[i]` is `train[i]`'s), without Redis or an encoder call."""
+    row_of = {row.text: i for i, row in enumerate(train)}
+    entries = [
+        Entry(
+            entry_id=str(faq.faq_id),
+            site_id="simulated",
+            source=Source.FAQ,
+            questions=faq.phrasings,
+            answer=faq.answer,
+            embeddings=vectors[[row_of[p] for p in faq.phrasings]],
+            faq_id=faq.faq_id,
+        )
+        for faq in site.faqs
+    ]
+    return build_snapshot(entries, vectors.shape[1], normalize)

@@ -25,17 +25,14 @@ from pathlib import Path
 
 import numpy as np
 
-from cache.banking import read_labelled, simulate_site
+from cache.banking import encode_all, read_labelled, simulate_site, site_snapshot
 from cache.decision import MIN_TOP1_COSINE, calibrated_confidence, compute_features
 from cache.encoder import load_encoder
-from cache.index import build_snapshot
-from cache.normalize import normalize
-from cache.types import Entry, Source
 
 REPORTED_THRESHOLDS = [0.9, 0.95, 0.97, 0.975, 0.98, 0.985, 0.99, 0.992, 0.995]
 
 
-def _parse_range(text: str) -> list[int]:
+def parse_range(text: str) -> list[int]:
     if "-" in text:
         low, high = text.split("-")
         return list(range(int(low), int(high) + 1))
@@ -61,31 +58,16 @@ def main(argv: list[str] | None = None) -> int:
     train = read_labelled(Path(args.train))
     encoder = load_encoder(args.model, Path(args.onnx_cache))
     started = time.perf_counter()
-    vectors = np.concatenate(
-        [encoder.encode([r.text for r in train[i : i + 64]]) for i in range(0, len(train), 64)]
-    )
+    vectors = encode_all(encoder, [r.text for r in train])
     print(f"encoded {len(train)} training questions in {time.perf_counter() - started:.0f} s")
 
     features: list[np.ndarray] = []
     labels: list[int] = []
     phrasings_per_faq: list[int] = []
-    for seed in _parse_range(args.seeds):
-        for variants in _parse_range(args.variants):
+    for seed in parse_range(args.seeds):
+        for variants in parse_range(args.variants):
             site = simulate_site(train, variants, args.unknown_intents, seed)
-            by_text = {row.text: i for i, row in enumerate(train)}
-            entries = [
-                Entry(
-                    entry_id=str(faq.faq_id),
-                    site_id="calibration",
-                    source=Source.FAQ,
-                    questions=faq.phrasings,
-                    answer=faq.answer,
-                    embeddings=vectors[[by_text[p] for p in faq.phrasings]],
-                    faq_id=faq.faq_id,
-                )
-                for faq in site.faqs
-            ]
-            snapshot = build_snapshot(entries, vectors.shape[1], normalize)
+            snapshot = site_snapshot(site, train, vectors)
             categories = [faq.category for faq in site.faqs]
             queries = [i for i in range(len(train)) if i not in site.used]
             sims = vectors[queries] @ snapshot.matrix.T  # [Q, R]

@@ -46,6 +46,10 @@ MAX_REJECTED_PER_SITE = 1_000
 # plus the entry's Python objects), so 150k rows bound the index at ~0.85 GB per process.
 # Sites that would pass the bound are not loaded (their lookups miss, with an error logged).
 MAX_ROWS_PER_PROCESS = 150_000
+# "Did you mean" suggestions on a miss show only FAQs whose nearest phrasing has at least this
+# cosine with the question. Chosen by `cache.calibrate_suggestions` on the training split: the
+# highest floor that costs at most one point of recall at 3 at every K (docs/benchmarks.md).
+SUGGESTION_FLOOR = 0.40
 # Change stream: other processes see a change within one block period plus a Redis round trip.
 SYNC_BLOCK_MS = 200
 # Hit counters and near misses are flushed to Redis by the sync thread, off the lookup path.
@@ -81,6 +85,7 @@ class CacheConfig:
     near_miss_ttl_s: int = NEAR_MISS_TTL_S
     max_rejected_per_site: int = MAX_REJECTED_PER_SITE
     max_rows_per_process: int = MAX_ROWS_PER_PROCESS
+    suggestion_floor: float = SUGGESTION_FLOOR
     sync_block_ms: int = SYNC_BLOCK_MS
     flush_interval_s: float = FLUSH_INTERVAL_S
     change_stream_maxlen: int = CHANGE_STREAM_MAXLEN

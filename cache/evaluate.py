@@ -10,6 +10,17 @@ the precision of hits, the hit rate on known categories, the false-hit rate on u
 lookup latency p50/p99 and the precision/hit-rate curve over thresholds. The last line is
 one JSON object.
 
+"Did you mean" suggestions are measured on the same lookups, through `SemanticCache.suggest`
+(what the chat shows after a miss):
+- `suggestion_recall_at_3`: of the known questions that missed, the share whose right FAQ is
+  among the suggestions shown (a miss the guards blocked shows none and counts as not found);
+- `suggestions_shown_on_unknown`: the share of unknown questions shown any suggestion;
+- `resolved_with_one_click`: the share of known questions answered right automatically, or
+  missed with the right FAQ among the suggestions;
+- `plain_top3_recall` and `plain_top3_shown_on_unknown`: the same for the 3 nearest FAQs by
+  their nearest phrasing, with no floor and no guard (the baseline).
+It also prints the floor's trade-off curve: those figures had the floor been f.
+
 With --audit it also lists every wrong hit with what the labelled training set says about it:
 the categories of the question's 10 nearest training questions (all of them, not only the
 site's phrasings). A wrong hit whose neighbours mostly carry the served FAQ's category is one
@@ -26,22 +37,26 @@ import sys
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from cache.banking import Labelled, read_labelled, simulate_site
+from cache.banking import Labelled, encode_all, read_labelled, simulate_site
 from cache.config import CacheConfig
 from cache.decision import RULE_CALIBRATED, RULE_COSINE, SHIPPED_MIN_CONFIDENCE
 from cache.encoder import Encoder, load_encoder
 from cache.service import SemanticCache
-from cache.types import LookupResult
+from cache.suggestions import RERANK_CANDIDATES, SUGGESTIBLE_MISSES, above_floor, ranked_faqs
+from cache.types import Suggestion
 
 SITE = "eval"
 DEFAULT_ONNX_CACHE = Path("var/cache-models")
 # Nearest training questions the audit reads per wrong hit; "agreeing" means more than half.
 AUDIT_NEIGHBOURS = 10
+SUGGESTIONS_SHOWN = 3  # what the chat shows (chatplatform.chat.config.SUGGESTION_COUNT)
+FLOOR_GRID = [0.0, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7]
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +69,11 @@ class Outcome:
     correct: bool  # the served (or, on a miss, the candidate) FAQ has the question's category
     confidence: float
     curve_eligible: bool  # a semantic-tier decision or an exact hit (not a guard/gate miss)
+    suggested: tuple[str, ...] = ()  # categories of the suggestions shown (SemanticCache.suggest)
+    # Every FAQ the suggestions could show, best first, as (category, cosine of its nearest
+    # phrasing): empty when the lookup's outcome shows none. For the floor's curve.
+    ranked: tuple[tuple[str, float], ...] = ()
+    plain_top3: tuple[str, ...] = ()  # categories of the 3 nearest FAQs, no floor, no guard
 
 
 def summarize(outcomes: list[Outcome], latencies_ms: list[float]) -> dict[str, float]:
@@ -72,6 +92,42 @@ def summarize(outcomes: list[Outcome], latencies_ms: list[float]) -> dict[str, f
     }
 
 
+def suggestion_summary(outcomes: list[Outcome]) -> dict[str, float]:
+    known = [o for o in outcomes if o.known]
+    missed = [o for o in known if not o.hit]
+    unknown = [o for o in outcomes if not o.known]
+    return {
+        "suggestion_recall_at_3": _share(missed, lambda o: o.category in o.suggested),
+        "suggestions_shown_on_unknown": _share(unknown, lambda o: bool(o.suggested)),
+        "resolved_with_one_click": _share(
+            known, lambda o: (o.hit and o.correct) or (not o.hit and o.category in o.suggested)
+        ),
+        "plain_top3_recall": _share(missed, lambda o: o.category in o.plain_top3),
+        "plain_top3_shown_on_unknown": _share(unknown, lambda o: bool(o.plain_top3)),
+        "known_misses": len(missed),
+    }
+
+
+def floor_curve(outcomes: list[Outcome], floors: list[float]) -> list[tuple[float, float, float]]:
+    """(floor, recall at 3 on known misses, share of unknown questions shown any) had the
+    suggestion floor been f, the ranking and the guards kept."""
+    missed = [o for o in outcomes if o.known and not o.hit]
+    unknown = [o for o in outcomes if not o.known]
+    points = []
+    for floor in floors:
+
+        def shown(o: Outcome, floor: float = floor) -> list[str]:
+            return [c for c, score in o.ranked if score >= floor][:SUGGESTIONS_SHOWN]
+
+        recall = _share(missed, lambda o: o.category in shown(o))
+        points.append((floor, recall, _share(unknown, lambda o: bool(shown(o)))))
+    return points
+
+
+def _share(outcomes: list[Outcome], test: Callable[[Outcome], bool]) -> float:
+    return sum(test(o) for o in outcomes) / len(outcomes) if outcomes else 0.0
+
+
 def curve(outcomes: list[Outcome], thresholds: list[float]) -> list[tuple[float, float, float]]:
     """(threshold, precision, hit rate on known) had the threshold been t, guards kept."""
     eligible = [o for o in outcomes if o.curve_eligible]
@@ -85,15 +141,40 @@ def curve(outcomes: list[Outcome], thresholds: list[float]) -> list[tuple[float,
 
 
 def outcome_of(
-    result: LookupResult, row: Labelled, faq_category: dict[int, str], known: bool
-) -> Outcome:
+    cache: SemanticCache, row: Labelled, faq_category: dict[int, str], known: bool
+) -> tuple[Outcome, float]:
+    """The question's lookup and suggestions, and the lookup's wall-clock milliseconds."""
+    began = time.perf_counter()
+    result = cache.lookup(SITE, row.text)
+    latency_ms = (time.perf_counter() - began) * 1000.0
     faq_id = result.faq_id if result.hit else result.candidate_faq_id
     correct = faq_id is not None and faq_category.get(faq_id) == row.category
     eligible = result.hit or result.reason == "low_confidence"
     served = faq_category.get(result.faq_id) if result.hit and result.faq_id is not None else None
-    return Outcome(
-        row.text, row.category, served, known, result.hit, correct, result.confidence, eligible
+    shown = cache.suggest(SITE, row.text, result, k=SUGGESTIONS_SHOWN)
+    ranked: list[Suggestion] = []
+    index = cache.replica.find_index(SITE)
+    if not result.hit and result.reason in SUGGESTIBLE_MISSES and index is not None:
+        vector = cache.embeddings.embed(row.text)  # the lookup's, from the encoder's LRU
+        ranked = ranked_faqs(index.snapshot(), vector, RERANK_CANDIDATES)
+        if above_floor(ranked, cache.config.suggestion_floor, SUGGESTIONS_SHOWN) != shown:
+            # The curve would then describe something other than what the chat shows.
+            raise RuntimeError(f"suggestions of {row.text!r} differ from the ranking's")
+    plain = [] if result.hit else cache.nearest_faqs(SITE, row.text, k=SUGGESTIONS_SHOWN)
+    outcome = Outcome(
+        row.text,
+        row.category,
+        served,
+        known,
+        result.hit,
+        correct,
+        result.confidence,
+        eligible,
+        suggested=tuple(faq_category[s.faq_id] for s in shown),
+        ranked=tuple((faq_category[s.faq_id], s.score) for s in ranked),
+        plain_top3=tuple(faq_category[s.faq_id] for s in plain),
     )
+    return outcome, latency_ms
 
 
 def audit_wrong_hits(outcomes: list[Outcome], train: list[Labelled], encoder: Encoder) -> int:
@@ -103,9 +184,7 @@ def audit_wrong_hits(outcomes: list[Outcome], train: list[Labelled], encoder: En
     print(f"wrong hits: {len(wrong)}")
     if not wrong:
         return 0
-    train_vectors = np.concatenate(
-        [encoder.encode([r.text for r in train[i : i + 64]]) for i in range(0, len(train), 64)]
-    )
+    train_vectors = encode_all(encoder, [r.text for r in train])
     sims = encoder.encode([o.question for o in wrong]) @ train_vectors.T
     agreeing = 0
     for outcome, row in zip(wrong, sims, strict=True):
@@ -150,11 +229,11 @@ def run(args: argparse.Namespace, redis_url: str) -> dict[str, object]:
         outcomes: list[Outcome] = []
         latencies: list[float] = []
         for row in test:
-            began = time.perf_counter()
-            result = cache.lookup(SITE, row.text)
-            latencies.append((time.perf_counter() - began) * 1000.0)
-            known = row.category not in site.unknown
-            outcomes.append(outcome_of(result, row, faq_category, known))
+            outcome, latency_ms = outcome_of(
+                cache, row, faq_category, row.category not in site.unknown
+            )
+            outcomes.append(outcome)
+            latencies.append(latency_ms)
     finally:
         keys = list(cache.redis.scan_iter(match=f"{config.key_prefix}:*", count=1000))
         for start in range(0, len(keys), 1000):
@@ -162,6 +241,7 @@ def run(args: argparse.Namespace, redis_url: str) -> dict[str, object]:
         cache.close()
 
     summary = summarize(outcomes, latencies)
+    suggested = suggestion_summary(outcomes)
     print(
         f"rule={args.rule} threshold={threshold} K={args.variants} U={args.unknown_intents} "
         f"seed={args.seed}: {len(site.faqs)} FAQs synced in {sync_s:.1f} s, "
@@ -173,6 +253,18 @@ def run(args: argparse.Namespace, redis_url: str) -> dict[str, object]:
         f"unknown false-hit rate {summary['unknown_false_hit_rate']:.4f}"
     )
     print(f"lookup p50 {summary['lookup_p50_ms']:.2f} ms  p99 {summary['lookup_p99_ms']:.2f} ms")
+    floor = config.suggestion_floor
+    print(
+        f"suggestions (floor {floor}): recall at 3 {suggested['suggestion_recall_at_3']:.4f} "
+        f"of {suggested['known_misses']} known misses, shown on unknown "
+        f"{suggested['suggestions_shown_on_unknown']:.4f}, resolved with one click "
+        f"{suggested['resolved_with_one_click']:.4f}; plain top-3: recall "
+        f"{suggested['plain_top3_recall']:.4f}, shown on unknown "
+        f"{suggested['plain_top3_shown_on_unknown']:.4f}"
+    )
+    print("suggestion floor  recall_at_3  shown_on_unknown")
+    for f, recall, on_unknown in floor_curve(outcomes, FLOOR_GRID):
+        print(f"{f:16.2f}  {recall:11.4f}  {on_unknown:16.4f}")
     grid = (
         [0.5, 0.7, 0.8, 0.9, 0.95, 0.97, 0.98, 0.99, 0.995]
         if args.rule == RULE_CALIBRATED
@@ -187,6 +279,8 @@ def run(args: argparse.Namespace, redis_url: str) -> dict[str, object]:
         audit = {"wrong_hits_agreeing_with_training_labels": agreeing}
     return {
         **summary,
+        **suggested,
+        "suggestion_floor": floor,
         **audit,
         "rule": args.rule,
         "threshold": threshold,

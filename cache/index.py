@@ -44,6 +44,9 @@ class Snapshot:
     # rows projected on them.
     projection: np.ndarray | None = None  # [dim, COARSE_DIMS] float32
     coarse: np.ndarray | None = None  # [R, COARSE_DIMS] float32
+    # [dim] float32: the mean of the rows, the direction every phrasing of the site shares
+    # ("my card", "my account" on a bank's site); suggestions rank FAQs with it removed.
+    centre: np.ndarray | None = None
 
     @property
     def rows(self) -> int:
@@ -98,6 +101,7 @@ def build_snapshot(entries: list[Entry], dim: int, normalize: Callable[[str], st
         group_count=np.array([r.size for r in group_rows], dtype=np.int64),
         projection=projection,
         coarse=coarse,
+        centre=matrix.mean(axis=0) if matrix.shape[0] else np.zeros(dim, dtype=np.float32),
     )
 
 

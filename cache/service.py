@@ -3,7 +3,7 @@
 It holds this process's copy of the cache (replica.py) and the thread that keeps it in line
 with every other process (sync.py), and hands each call to the module that does that job:
 
-    lookup.py       cached answer or miss         suggestions.py  nearest FAQs
+    lookup.py       cached answer or miss         suggestions.py  nearest FAQs, did you mean
     faqs.py         FAQ-derived entries           admission.py    generated answers
     feedback.py     thumbs up/down                admin_ops.py    admin reads and actions
 
@@ -118,6 +118,18 @@ class SemanticCache:
 
     async def anearest_faqs(self, site_id: str, question: str, k: int = 3) -> list[Suggestion]:
         return await suggestions.anearest_faqs(self.replica, site_id, question, k)
+
+    def suggest(
+        self, site_id: str, question: str, result: LookupResult, k: int = 3
+    ) -> list[Suggestion]:
+        """Did-you-mean: up to k FAQs to offer after `result`, this question's lookup ([]
+        after a hit, a follow-up or a value mismatch; only FAQs at or above the floor)."""
+        return suggestions.suggest(self.replica, site_id, question, result, k)
+
+    async def asuggest(
+        self, site_id: str, question: str, result: LookupResult, k: int = 3
+    ) -> list[Suggestion]:
+        return await suggestions.asuggest(self.replica, site_id, question, result, k)
 
     # --- FAQ-derived entries (faqs.py) -------------------------------------------------------
 

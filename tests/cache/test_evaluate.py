@@ -66,6 +66,14 @@ def test_evaluate_reports_precision_and_audits_wrong_hits(
     assert result["hit_rate"] == pytest.approx(3 / 4)
     assert result["wrong_hits_agreeing_with_training_labels"] == 1
     assert {"unknown_false_hit_rate", "lookup_p50_ms", "lookup_p99_ms"} <= result.keys()
+    # "did you mean": the one miss (unrelated to every FAQ) is under the floor, so it gets no
+    # suggestion, while plain top-3 (3 FAQs in all) would have listed its FAQ
+    assert result["plain_top3_recall"] == 1.0
+    assert result["suggestion_recall_at_3"] == 0.0
+    assert result["resolved_with_one_click"] == pytest.approx(2 / 4)
+    assert result["suggestions_shown_on_unknown"] == 0.0
+    assert result["suggestion_floor"] == 0.4
+    assert "            0.00       1.0000" in printed  # the floor curve: no floor, recall 1
     assert "wrong hits: 1" in printed
     assert "'How long does delivery take?' [returns] served delivery_time" in printed
     assert "training labels agree with the answer served" in printed
