@@ -22,8 +22,11 @@ def redis_url() -> str:
 
 @pytest.fixture
 def redis_client(redis_url: str) -> Iterator[redis_lib.Redis]:
-    """A client on a clean database: flushed before each test that asks for it."""
+    """A client on a clean database: flushed before each test that asks for it, and after it,
+    so that what a test left (say, junk queued on the `inference` list) never reaches the
+    workers of a platform started later in the session."""
     client = redis_lib.Redis.from_url(redis_url)
     client.flushdb()
     yield client
+    client.flushdb()
     client.close()
