@@ -12,7 +12,7 @@ from __future__ import annotations
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 
-from chatplatform.agents.store import AgentMessage, HandoffView, open_handoff_exists
+from chatplatform.agents.records import AgentMessage, HandoffView, open_handoff_exists
 from inference.contracts import conversation_group
 
 

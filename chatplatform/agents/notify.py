@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from chatplatform.agents import emails
 from chatplatform.agents.models import Handoff, WebhookDelivery
-from chatplatform.agents.store import agent_name
+from chatplatform.agents.records import agent_name
 from inference.contracts import Queue
 
 logger = logging.getLogger(__name__)

@@ -374,3 +374,25 @@ async def test_a_model_answer_stored_while_waiting_reaches_the_agent_following_i
     seen = await agent.message_with("The answer to: Do you sell tents")
     assert (seen["role"], seen["source"]) == ("assistant", "llm")
     await agent.close()
+
+
+async def test_access_withdrawn_while_the_inbox_is_open_applies_to_the_next_action(
+    client: Client,
+) -> None:
+    from chatplatform.dashboards.models import SiteAccess
+
+    site = await sync_to_async(make_site)(cache_enabled=False)
+    gus = await sync_to_async(make_agent)("gus", [site])
+    agent = await AgentClient.signed_in(gus)
+    conversation_id = await asked_for_a_person(client, site)
+    # the grant is removed: the next claim sees no such conversation
+    await sync_to_async(SiteAccess.objects.filter(user=gus).delete)()
+    assert (await agent.act("claim", conversation_id))["code"] == "not_found"
+    # staff status is removed: the socket is closed
+    await sync_to_async(type(gus).objects.filter(pk=gus.pk).update)(is_staff=False)
+    await agent.send({"type": "open", "conversation_id": conversation_id})
+    closed = await agent.communicator.receive_output(timeout=5)
+    while closed["type"] != "websocket.close":
+        closed = await agent.communicator.receive_output(timeout=5)
+    assert closed["code"] == 4403
+    assert (await handoff_of(conversation_id)).status == "waiting"

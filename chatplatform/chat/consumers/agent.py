@@ -22,8 +22,9 @@ from typing import Any
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
+from django.contrib.auth import get_user_model
 
-from chatplatform.agents import config, events, notify, presence, sweep
+from chatplatform.agents import config, events, inbox, notify, presence, records, sweep
 from chatplatform.agents import store as agent_store
 from chatplatform.agents.protocol import (
     AgentClientType,
@@ -48,6 +49,12 @@ def _readable_site_ids(user: Any) -> list[int]:
     return list(readable_sites(user).values_list("pk", flat=True))
 
 
+def _current_access(user_id: int) -> list[int] | None:
+    """The user's readable sites now; None when they are no longer an active staff user."""
+    user = get_user_model().objects.filter(pk=user_id, is_active=True, is_staff=True).first()
+    return None if user is None else _readable_site_ids(user)
+
+
 class AgentConsumer(AsyncWebsocketConsumer):
     async def connect(self) -> None:
         user = self.scope.get("user")
@@ -56,7 +63,7 @@ class AgentConsumer(AsyncWebsocketConsumer):
             await self.close(code=CLOSE_FORBIDDEN)  # before accept: the handshake is refused
             return
         self.user_id = user.pk
-        self.name = agent_store.agent_name(user)
+        self.name = records.agent_name(user)
         self.site_ids = await database_sync_to_async(_readable_site_ids)(user)
         self.open_id: str | None = None  # the conversation whose transcript is shown
         self.sent: dict[str, tuple[str, str]] = {}  # its messages as sent: id -> (state, text)
@@ -64,7 +71,7 @@ class AgentConsumer(AsyncWebsocketConsumer):
             await self.channel_layer.group_add(events.site_group(site_id), self.channel_name)
         await presence.heard_from(self.user_id, self.channel_name)
         await self.accept()
-        conversations = await database_sync_to_async(agent_store.inbox)(self.site_ids)
+        conversations = await database_sync_to_async(inbox.inbox)(self.site_ids)
         await self.send_json(
             {
                 "type": AgentServerType.INBOX.value,
@@ -99,10 +106,29 @@ class AgentConsumer(AsyncWebsocketConsumer):
                 error_frame(ErrorCode.INTERNAL, "Something went wrong on our side; retry.")
             )
 
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        """Channel-layer events get the same guard as frames: an exception escaping a handler
+        would make daphne drop the socket without `disconnect` (see connection.py)."""
+        if message["type"].startswith("websocket."):
+            await super().dispatch(message)
+            return
+        try:
+            await super().dispatch(message)
+        except Exception:
+            logger.exception("agents: failed to handle the event %s", message.get("type"))
+
     async def handle(self, command: AgentCommand) -> None:
         if isinstance(command, AgentPing):
             await self.send_json({"type": AgentServerType.PONG.value})
-        elif isinstance(command, ReplyCommand):
+            return
+        # Access is read again for every action: a user whose staff status or site grants were
+        # withdrawn while the inbox was open acts on what they may read now, or not at all.
+        access = await database_sync_to_async(_current_access)(self.user_id)
+        if access is None:
+            await self.close(code=CLOSE_FORBIDDEN)
+            return
+        self.site_ids = access
+        if isinstance(command, ReplyCommand):
             await self.reply(command)
         else:
             try:
@@ -128,22 +154,18 @@ class AgentConsumer(AsyncWebsocketConsumer):
             await events.to_customer(conversation_id, events.handoff_resolved(handoff))
             await self.acted(AgentServerType.RESOLVE_OK, handoff, notify.Event.RESOLVED)
 
-    async def db(self, action: Any, conversation_id: str) -> agent_store.HandoffView:
+    async def db(self, action: Any, conversation_id: str) -> records.HandoffView:
         """A store action of this agent on a conversation of their sites."""
         return await database_sync_to_async(action)(conversation_id, self.user_id, self.site_ids)
 
-    async def acted(
-        self, reply: AgentServerType, handoff: agent_store.HandoffView, event: str
-    ) -> None:
+    async def acted(self, reply: AgentServerType, handoff: records.HandoffView, event: str) -> None:
         await self.send_json({"type": reply.value, "conversation_id": handoff.conversation_id})
         await events.inbox_changed(handoff.site_id, handoff.conversation_id)
         await database_sync_to_async(notify.handoff_event)(handoff.handoff_id, event)
 
     async def open(self, conversation_id: str) -> None:
-        messages = await database_sync_to_async(agent_store.transcript)(
-            conversation_id, self.site_ids
-        )
-        summary = await database_sync_to_async(agent_store.conversation_summary)(
+        messages = await database_sync_to_async(inbox.transcript)(conversation_id, self.site_ids)
+        summary = await database_sync_to_async(inbox.conversation_summary)(
             conversation_id, self.site_ids
         )
         self.open_id = conversation_id
@@ -169,7 +191,7 @@ class AgentConsumer(AsyncWebsocketConsumer):
         await self.acted(AgentServerType.CLAIM_OK, handoff, notify.Event.CLAIMED)
 
     async def typing(self, conversation_id: str) -> None:
-        summary = await database_sync_to_async(agent_store.conversation_summary)(
+        summary = await database_sync_to_async(inbox.conversation_summary)(
             conversation_id, self.site_ids
         )
         if summary is None:
@@ -207,7 +229,7 @@ class AgentConsumer(AsyncWebsocketConsumer):
 
     async def inbox_changed(self, event: dict[str, Any]) -> None:
         conversation_id = event["conversation_id"]
-        summary = await database_sync_to_async(agent_store.conversation_summary)(
+        summary = await database_sync_to_async(inbox.conversation_summary)(
             conversation_id, self.site_ids
         )
         if summary is None:
@@ -217,9 +239,7 @@ class AgentConsumer(AsyncWebsocketConsumer):
             await self.send_new_messages(conversation_id)
 
     async def send_new_messages(self, conversation_id: str) -> None:
-        messages = await database_sync_to_async(agent_store.transcript)(
-            conversation_id, self.site_ids
-        )
+        messages = await database_sync_to_async(inbox.transcript)(conversation_id, self.site_ids)
         changed = []
         for message in messages:
             seen = (str(message["state"]), str(message["text"]))

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from channels.db import database_sync_to_async
 
-from chatplatform.agents import store as agent_store
+from chatplatform.agents import inbox, records
 from chatplatform.chat import config, limits, store
 from chatplatform.chat.consumers.delivery import AnswerDelivery
 from chatplatform.chat.protocol import ErrorCode, Hello, ProtocolError, ServerType
@@ -83,7 +83,7 @@ def _welcome_data(site_id: int, conversation_id: str, resumed: bool) -> WelcomeD
     replies = store.quick_replies(site_id, config.QUICK_REPLY_COUNT)
     if not resumed:
         return WelcomeData(replies, [], [], [], [])
-    handoff = agent_store.customer_state(conversation_id)
+    handoff = records.customer_state(conversation_id)
     return WelcomeData(
         quick_replies=replies,
         turns=store.conversation_turns(conversation_id, config.PROMPT_HISTORY_TURNS),
@@ -91,5 +91,5 @@ def _welcome_data(site_id: int, conversation_id: str, resumed: bool) -> WelcomeD
         failures=store.unreported_failures(conversation_id),
         unfinished=store.unfinished_answers(conversation_id),
         handoff=handoff.for_customer() if handoff else None,
-        agent_messages=agent_store.undelivered_agent_messages(conversation_id),
+        agent_messages=inbox.undelivered_agent_messages(conversation_id),
     )

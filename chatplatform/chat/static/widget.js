@@ -587,7 +587,7 @@
       case "handoff.ok":
         handoff.status = frame.status;
         if (frame.status === "held") setAgent(frame.agent_name);
-        if (!frame.unavailable) info(waitingText(frame));
+        else if (!frame.unavailable) info(waitingText(frame));
         return true;
       case "handoff.unavailable":
         info(frame.message);
