@@ -36,21 +36,34 @@ from cache.types import Entry, Source
 FILL_CHUNK = 2_000  # filler entries per Redis pipeline
 
 
-def fill(store: Store, site: str, count: int, dim: int, rng: np.random.Generator) -> None:
-    """Write `count` filler FAQ entries (one random phrasing each) straight to Redis."""
-    for start in range(0, count, FILL_CHUNK):
-        vectors = rng.standard_normal((min(FILL_CHUNK, count - start), dim)).astype(np.float32)
-        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+def filler_question(faq_id: int, phrasing: int) -> str:
+    return f"filler question number {faq_id} in wording {phrasing}"
+
+
+def fill(
+    store: Store,
+    site: str,
+    count: int,
+    dim: int,
+    rng: np.random.Generator,
+    phrasings: int = 1,
+) -> None:
+    """Write `count` filler FAQ entries (`phrasings` random unit vectors each) to Redis."""
+    chunk = max(1, FILL_CHUNK // phrasings)
+    for start in range(0, count, chunk):
+        size = min(chunk, count - start)
+        vectors = rng.standard_normal((size, phrasings, dim), dtype=np.float32)
+        vectors /= np.linalg.norm(vectors, axis=2, keepdims=True)
         pipe = store.r.pipeline(transaction=False)
-        for offset, vector in enumerate(vectors):
+        for offset in range(size):
             faq_id = 1_000_000 + start + offset
             entry = Entry(
                 entry_id=faq_entry_id(site, faq_id),
                 site_id=site,
                 source=Source.FAQ,
-                questions=[f"filler question number {faq_id}"],
+                questions=[filler_question(faq_id, p) for p in range(phrasings)],
                 answer="filler",
-                embeddings=vector[None, :],
+                embeddings=vectors[offset],
                 faq_id=faq_id,
                 faq_version=1,
             )

@@ -44,8 +44,12 @@ MAX_REJECTED_PER_SITE = 1_000
 # Index rows (phrasings) one process holds over all sites. Measured by cache.benchmark: ~5.7 KB
 # per row at 100k rows (the float32 embedding twice, in its entry and in the search matrix,
 # plus the entry's Python objects), so 150k rows bound the index at ~0.85 GB per process.
-# Sites that would pass the bound are not loaded (their lookups miss, with an error logged).
+# Past it the least recently used sites are dropped and reloaded from Redis on their next
+# lookup (replica.py); only a site larger than the whole bound is never held (it misses).
 MAX_ROWS_PER_PROCESS = 150_000
+# Sites one process holds at once, whatever their size: each costs a few Python objects even
+# when empty, and a process serving every one of many small tenants must stay bounded too.
+MAX_SITES_PER_PROCESS = 5_000
 # "Did you mean" suggestions on a miss show only FAQs whose nearest phrasing has at least this
 # cosine with the question. Chosen by `cache.calibrate_suggestions` on the training split: the
 # highest floor that costs at most one point of recall at 3 at every K (docs/benchmarks.md).
@@ -85,6 +89,7 @@ class CacheConfig:
     near_miss_ttl_s: int = NEAR_MISS_TTL_S
     max_rejected_per_site: int = MAX_REJECTED_PER_SITE
     max_rows_per_process: int = MAX_ROWS_PER_PROCESS
+    max_sites_per_process: int = MAX_SITES_PER_PROCESS
     suggestion_floor: float = SUGGESTION_FLOOR
     sync_block_ms: int = SYNC_BLOCK_MS
     flush_interval_s: float = FLUSH_INTERVAL_S

@@ -7,6 +7,7 @@ indexes (replica.py); a hit or a near miss is counted in memory and flushed late
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from dataclasses import dataclass
@@ -52,7 +53,10 @@ def lookup(
 async def alookup(
     replica: Replica, site_id: str, question: str, history: list[str] | None
 ) -> LookupResult:
-    """Async twin of `lookup`: the encoder runs batched in its own thread."""
+    """Async twin of `lookup`: the encoder runs batched in its own thread, and a site this
+    process does not hold is loaded from Redis in a thread too."""
+    if is_site_id(site_id) and replica.is_cold(site_id):
+        await asyncio.to_thread(replica.find_index, site_id)
     prepared = prepare(replica, site_id, question, history)
     if isinstance(prepared, LookupResult):
         return prepared
@@ -110,7 +114,9 @@ def decide(replica: Replica, prepared: Prepared, vector: np.ndarray) -> LookupRe
         return _candidate_miss(prepared.start, Miss.VALUE_MISMATCH, entry, decision)
     if entry.expires_at is not None and entry.expires_at <= time.time():
         # Only this version: a re-admission applied since the snapshot stays served.
-        replica.index(prepared.site_id).remove_if_same(entry)
+        held = replica.held(prepared.site_id)
+        if held is not None:
+            held.remove_if_same(entry)
         return _miss(prepared.start, Miss.EXPIRED)
     return _hit(replica, prepared.start, entry, Tier.SEMANTIC, decision.confidence)
 

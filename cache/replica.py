@@ -1,6 +1,12 @@
 """This process's copy of the cache, and how changes reach it.
 
-Reads are served from the in-memory indexes held here (index.py) and never wait on Redis.
+Reads are served from the in-memory indexes held here (index.py) and never wait on Redis,
+except the first read of a site this process does not hold: with many tenants a process holds
+only the sites it served recently. At start (and after losing the change stream) it loads
+every site while they fit `max_rows_per_process`; a site it does not hold is loaded from Redis
+on its first lookup ("cold"), and the least recently used sites are dropped to stay within
+the bound (and within `max_sites_per_process`). Memory per process is bounded whatever the
+number of tenants; Redis holds them all.
 Writers change Redis first and then call `changed`, which publishes the change on the stream
 and applies it here at once; every other process applies it when its sync thread
 (sync.ChangeFollower) reads the stream (~0.2 s). Hit counters and near misses are buffered
@@ -15,7 +21,7 @@ import json
 import logging
 import threading
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 
 import redis
 
@@ -32,6 +38,8 @@ logger = logging.getLogger(__name__)
 
 # Near misses kept in memory while Redis is away (newest kept): bounds a long outage's cost.
 MAX_BUFFERED_NEAR_MISSES = 10_000
+# After a cold site's load failed on a Redis error, cold lookups miss at once for this long.
+COLD_LOAD_RETRY_S = 1.0
 
 
 class Replica:
@@ -53,8 +61,12 @@ class Replica:
         )
         self.store = Store(self.redis, config.key_prefix, config.change_stream_maxlen)
         self.embeddings = EmbeddingService(encoder, config.embedding_lru_size)
-        self._indexes: dict[str, SiteIndex] = {}
+        # The sites this process holds, least recently used first.
+        self._indexes: OrderedDict[str, SiteIndex] = OrderedDict()
         self._indexes_lock = threading.Lock()
+        # Sites larger than the whole bound: never held (their lookups miss, logged once).
+        self._too_large: set[str] = set()
+        self._cold_loads_paused_until = 0.0  # monotonic; after a Redis error on a cold load
         # Serializes apply_change: each one reads the entries from Redis and then updates the
         # index, and two interleaved (a writer thread and the sync thread) could otherwise
         # install what the first read after the second applied a newer state, e.g. put back
@@ -69,36 +81,96 @@ class Replica:
     # --- the indexes -------------------------------------------------------------------------
 
     def rebuild(self) -> None:
-        """Reload every site's entries from Redis (at start, and after losing the stream)."""
+        """Reload the sites from Redis (at start, and after losing the stream): the ones held
+        now first (most recently used first), then the others, while they fit the bound."""
         # Read the stream position first: changes made while loading are replayed after.
         self.last_change_id = self.store.last_change_id()
-        fresh: dict[str, SiteIndex] = {}
+        with self._indexes_lock:
+            recent = list(reversed(self._indexes))
+        stored = set(self.store.site_ids())
+        order = [site for site in recent if site in stored]
+        order += sorted(stored - set(order))
+        fresh: OrderedDict[str, SiteIndex] = OrderedDict()
         rows = 0
-        for site_id in self.store.site_ids():
-            index = SiteIndex(site_id, self.embeddings.dim, normalize)
-            for entry in self.store.load_site(site_id):
-                if entry.state == State.ACTIVE and self._same_model(entry):
-                    index.upsert(entry)
-            index.refresh()
+        for site_id in order:
+            index = self._read_site(site_id)
             site_rows = index.row_count()
             if rows + site_rows > self.config.max_rows_per_process:
-                logger.error(
-                    "cache: site %s not loaded: %d rows would pass the process bound of %d",
-                    site_id, site_rows, self.config.max_rows_per_process,
-                )  # fmt: skip
-                continue
+                continue  # loaded on its first lookup, in place of the least used
+            if len(fresh) >= self.config.max_sites_per_process:
+                break
             rows += site_rows
             fresh[site_id] = index
+            fresh.move_to_end(site_id, last=False)  # `order` is most recent first
         with self._apply_lock, self._indexes_lock:
             self._indexes = fresh
+            self._too_large.clear()
         self._policies = self.store.policies()
+        if len(fresh) < len(stored):
+            logger.info(
+                "cache: %d of %d sites held (%d rows, bound %d); the others load on first use",
+                len(fresh), len(stored), rows, self.config.max_rows_per_process,
+            )  # fmt: skip
 
-    def find_index(self, site_id: str) -> SiteIndex | None:
-        """The site's index, None when this process holds none (a site without entries)."""
+    def held(self, site_id: str) -> SiteIndex | None:
+        """The site's index if this process holds it (never loads)."""
         return self._indexes.get(site_id)
 
+    def is_cold(self, site_id: str) -> bool:
+        """True when a lookup of this site would first load it from Redis."""
+        return site_id not in self._indexes and site_id not in self._too_large
+
+    def find_index(self, site_id: str) -> SiteIndex | None:
+        """The site's index, loaded from Redis first if this process does not hold it; None
+        for a site larger than the whole bound."""
+        index = self._indexes.get(site_id)
+        if index is not None:
+            with self._indexes_lock:
+                if site_id in self._indexes:
+                    self._indexes.move_to_end(site_id)
+            return index
+        if site_id in self._too_large:
+            return None
+        # Under the apply lock: a change applied after this read finds the site held (and is
+        # applied to it); one applied before is in what Redis returns here.
+        if time.monotonic() < self._cold_loads_paused_until:
+            return None
+        with self._apply_lock:
+            index = self._indexes.get(site_id)
+            if index is not None:
+                return index
+            try:
+                return self._load(site_id, evict=True)
+            except redis.RedisError as error:
+                # A lookup never raises: this one misses, and so do other cold sites for a
+                # moment instead of each waiting on an unreachable Redis.
+                self._cold_loads_paused_until = time.monotonic() + COLD_LOAD_RETRY_S
+                logger.warning("cache: site %s not loaded, Redis error: %s", site_id, error)
+                return None
+
+    def _load(self, site_id: str, evict: bool) -> SiteIndex | None:
+        """Read the site from Redis and hold it, dropping least recently used sites to make
+        room if `evict`; None when it does not fit. Caller holds the apply lock."""
+        index = self._read_site(site_id)
+        rows = index.row_count()
+        if not evict and (
+            self.row_count() + rows > self.config.max_rows_per_process
+            or len(self._indexes) >= self.config.max_sites_per_process
+        ):
+            return None
+        if not self._make_room(rows, keep=None):
+            self._too_large.add(site_id)
+            logger.error(
+                "cache: site %s not held: its %d rows pass the process bound of %d",
+                site_id, rows, self.config.max_rows_per_process,
+            )  # fmt: skip
+            return None
+        with self._indexes_lock:
+            self._indexes[site_id] = index
+        return index
+
     def index(self, site_id: str) -> SiteIndex:
-        """The site's index, created empty when missing."""
+        """The site's index, created empty when missing (for callers that fill it)."""
         index = self._indexes.get(site_id)
         if index is None:
             with self._indexes_lock:
@@ -106,6 +178,33 @@ class Replica:
                     site_id, SiteIndex(site_id, self.embeddings.dim, normalize)
                 )
         return index
+
+    def _read_site(self, site_id: str) -> SiteIndex:
+        """A fresh index of the site's servable entries as Redis holds them now."""
+        index = SiteIndex(site_id, self.embeddings.dim, normalize)
+        for entry in self.store.load_site(site_id):
+            if entry.state == State.ACTIVE and self._same_model(entry):
+                index.upsert(entry)
+        index.refresh()
+        return index
+
+    def _make_room(self, rows: int, keep: str | None) -> bool:
+        """Drop least recently used sites (never `keep`) until `rows` more rows and one more
+        site fit the bounds; False when they cannot fit even alone."""
+        if rows > self.config.max_rows_per_process:
+            return False
+        with self._indexes_lock:
+            held_rows = sum(index.row_count() for index in self._indexes.values())
+            sites = len(self._indexes) + (0 if keep is not None else 1)
+            for site_id in list(self._indexes):
+                over_rows = held_rows + rows > self.config.max_rows_per_process
+                if not over_rows and sites <= self.config.max_sites_per_process:
+                    break
+                if site_id == keep:
+                    continue
+                held_rows -= self._indexes.pop(site_id).row_count()
+                sites -= 1
+        return True
 
     def threshold(self, site_id: str) -> float:
         """The confidence the site's semantic hits need (its override, else the shipped one)."""
@@ -123,7 +222,13 @@ class Replica:
             if op == "purge":
                 self._drop_buffered(site_id)
                 return
-            index = self.index(site_id)
+            self._too_large.discard(site_id)  # its size changed: try it again when asked
+            index = self._indexes.get(site_id)
+            if index is None:
+                # Not held: read the whole site (this change included) while there is room;
+                # else its first lookup will. Never a partial index of only the changed entries.
+                self._load(site_id, evict=False)
+                return
             if op == "delete":
                 for entry_id in entry_ids:
                     index.remove(entry_id)
@@ -131,7 +236,7 @@ class Replica:
                 for entry_id, entry in self.store.load_many(entry_ids).items():
                     if entry is None or entry.state != State.ACTIVE or not self._same_model(entry):
                         index.remove(entry_id)
-                    elif self._over_row_bound(entry, index.entries.get(entry_id)):
+                    elif not self._room_for(entry, index.entries.get(entry_id), site_id):
                         # The stored version must not stay served in place of this one.
                         index.remove(entry_id)
                         logger.error(
@@ -172,10 +277,15 @@ class Replica:
         )  # fmt: skip
         return False
 
-    def _over_row_bound(self, entry: Entry, current: Entry | None) -> bool:
-        """Would holding `entry` in place of `current` (None: a new entry) pass the bound?"""
+    def _room_for(self, entry: Entry, current: Entry | None, site_id: str) -> bool:
+        """Whether `entry` may replace `current` (None: a new entry) in the site's index,
+        dropping other least recently used sites if the bound needs it."""
         added = entry.embeddings.shape[0] - (current.embeddings.shape[0] if current else 0)
-        return added > 0 and self.row_count() + added > self.config.max_rows_per_process
+        if added <= 0 or self.row_count() + added <= self.config.max_rows_per_process:
+            return True
+        return self._make_room(added, keep=site_id) and (
+            self.row_count() + added <= self.config.max_rows_per_process
+        )
 
     # --- buffered counters -------------------------------------------------------------------
 

@@ -27,7 +27,10 @@ ONNX_CACHE_SUBDIR = "cache-models"
 
 
 def _config() -> CacheConfig:
-    return CacheConfig()
+    return CacheConfig(
+        max_rows_per_process=settings.CACHE_MAX_ROWS_PER_PROCESS,
+        max_sites_per_process=settings.CACHE_MAX_SITES_PER_PROCESS,
+    )
 
 
 def get_cache() -> SemanticCache:

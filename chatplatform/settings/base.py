@@ -7,11 +7,13 @@ from pathlib import Path
 
 import dj_database_url
 
+from cache.config import MAX_ROWS_PER_PROCESS, MAX_SITES_PER_PROCESS
 from chatplatform.agents.config import SWEEP_INTERVAL_S as AGENT_SWEEP_INTERVAL_S
 from chatplatform.settings.env import (
     get_from_env,
     one_of,
     positive_float,
+    positive_int,
     str_to_bool,
     str_to_list,
 )
@@ -83,6 +85,14 @@ EMBEDDING_MODEL = get_from_env("EMBEDDING_MODEL", "")
 QUANTIZATION = get_from_env("QUANTIZATION", "int8", one_of("none", "int8", "int4", "fp8"))
 # What one GPU-hour costs the business, for the dashboard's "cost saved by the cache" figure.
 GPU_COST_PER_HOUR = get_from_env("GPU_COST_PER_HOUR", 2.50, positive_float)
+# The semantic cache's index rows and sites held per process (cache/config.py): past them the
+# least recently used sites are dropped and reloaded from Redis on their next lookup.
+CACHE_MAX_ROWS_PER_PROCESS = get_from_env(
+    "CACHE_MAX_ROWS_PER_PROCESS", MAX_ROWS_PER_PROCESS, positive_int
+)
+CACHE_MAX_SITES_PER_PROCESS = get_from_env(
+    "CACHE_MAX_SITES_PER_PROCESS", MAX_SITES_PER_PROCESS, positive_int
+)
 
 INSTALLED_APPS = [
     "daphne",  # must precede staticfiles so `runserver` is the ASGI one
