@@ -93,11 +93,13 @@ class Replica:
         fresh: OrderedDict[str, SiteIndex] = OrderedDict()
         rows = 0
         for site_id in order:
+            if len(fresh) >= self.config.max_sites_per_process:
+                break
             index = self._read_site(site_id)
             site_rows = index.row_count()
             if rows + site_rows > self.config.max_rows_per_process:
-                continue  # loaded on its first lookup, in place of the least used
-            if len(fresh) >= self.config.max_sites_per_process:
+                # Full: this site and the rest load on their first lookup, in place of the
+                # least used (reading every remaining site here would only be thrown away).
                 break
             rows += site_rows
             fresh[site_id] = index
