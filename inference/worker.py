@@ -112,7 +112,13 @@ def get_runtime() -> Any:
 @signals.worker_init.connect
 def _load_model_at_start(**_: Any) -> None:
     # Before the consumer starts: no task is taken until the model is loaded and warm.
-    get_runtime()
+    try:
+        get_runtime()
+    except EnvSettingError as error:
+        # A setting it cannot run with (e.g. a model the OpenAI-compatible server does not
+        # serve): stop, naming it. Celery would log the error, report "ready" and then fail
+        # every request.
+        raise SystemExit(f"inference worker not started: {error}") from None
 
 
 @signals.worker_process_init.connect

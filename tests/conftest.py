@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import redis as redis_lib
@@ -30,3 +31,22 @@ def redis_client(redis_url: str) -> Iterator[redis_lib.Redis]:
     yield client
     client.flushdb()
     client.close()
+
+
+@pytest.fixture(scope="session")
+def vllm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """The real vLLM CPU server serving the offline model, once per session (skips, with the
+    reason, only where `make vllm-server` could not install it)."""
+    from embedded_redis import free_port
+    from inference.build_model import build
+    from tests.openai_server import VLLMServer, require_server
+
+    require_server()
+    model_dir = build(tmp_path_factory.mktemp("vllm-model") / "tiny-deepseek")
+    log = tmp_path_factory.mktemp("vllm-logs") / "vllm.log"
+    server = VLLMServer(model_dir, free_port(), log)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.kill()

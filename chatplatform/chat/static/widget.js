@@ -459,6 +459,12 @@
         setTyping(true);
         break;
       case "answer.start":
+        // A second start of the same answer: it was restarted (a worker or the model server
+        // failed mid-answer); the text streamed so far is dropped, the new stream replaces it.
+        if (streaming[frame.message_id] !== undefined) {
+          delete streaming[frame.message_id];
+          removeMessage(frame.message_id);
+        }
         setTyping(true);
         break;
       case "answer.delta":
