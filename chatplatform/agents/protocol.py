@@ -7,13 +7,16 @@ different functions: a customer socket has no way to send any of these frames (`
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
 
-from chatplatform.chat import config
-from chatplatform.chat.protocol import ErrorCode, ProtocolError, parse_message_fields, parse_uuid
+from chatplatform.chat.protocol import (
+    ErrorCode,
+    ProtocolError,
+    load_frame,
+    parse_message_fields,
+    parse_uuid,
+)
 
 
 class AgentClientType(StrEnum):
@@ -62,16 +65,7 @@ AgentCommand = ConversationCommand | ReplyCommand | AgentPing
 
 
 def parse_agent_frame(text: str) -> AgentCommand:
-    if len(text.encode("utf-8", "surrogatepass")) > config.MAX_FRAME_BYTES:
-        raise ProtocolError(
-            ErrorCode.FRAME_TOO_LARGE, f"Frames are limited to {config.MAX_FRAME_BYTES} bytes."
-        )
-    try:
-        data: Any = json.loads(text)
-    except ValueError:
-        raise ProtocolError(ErrorCode.BAD_JSON, "Frames must be JSON objects.") from None
-    if not isinstance(data, dict):
-        raise ProtocolError(ErrorCode.BAD_JSON, "Frames must be JSON objects.")
+    data = load_frame(text)
     kind = data.get("type")
     if not isinstance(kind, str) or kind not in {t.value for t in AgentClientType}:
         known = ", ".join(t.value for t in AgentClientType)

@@ -120,6 +120,16 @@ def _refuse(conversation_id: str, site_ids: list[int], code: ErrorCode, message:
     raise ProtocolError(code, message)
 
 
+def _held(conversation_id: str, user_id: int, site_ids: list[int]) -> dict[str, object]:
+    """The filter of the handoff this agent holds on a conversation of their sites."""
+    return {
+        "conversation_id": conversation_id,
+        "site_id__in": site_ids,
+        "status": Status.HELD,
+        "agent_id": user_id,
+    }
+
+
 NOT_HOLDER_TEXT = (
     "You do not hold this conversation: claim it first (it may have been resolved, handed "
     "back, or returned to the queue while you were away)."
@@ -183,12 +193,7 @@ def reply(
         handoff = (
             Handoff.objects.select_for_update()
             .select_related("agent")
-            .filter(
-                conversation_id=conversation_id,
-                site_id__in=site_ids,
-                status=Status.HELD,
-                agent_id=user_id,
-            )
+            .filter(**_held(conversation_id, user_id, site_ids))
             .first()
         )
         if handoff is None:
@@ -228,12 +233,7 @@ def _end(
     now = now or timezone.now()
     handoff = (
         Handoff.objects.select_related("agent")
-        .filter(
-            conversation_id=conversation_id,
-            site_id__in=site_ids,
-            status=Status.HELD,
-            agent_id=user_id,
-        )
+        .filter(**_held(conversation_id, user_id, site_ids))
         .first()
     )
     ended = handoff is not None and Handoff.objects.filter(

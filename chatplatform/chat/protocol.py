@@ -153,8 +153,8 @@ _MAX_UUID_CHARS = 47
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
-def parse_client_frame(text: str) -> ClientCommand:
-    """Validate one text frame and return the command it carries."""
+def load_frame(text: str) -> dict[str, Any]:
+    """A text frame within the size limit, as the JSON object it must be (both sockets)."""
     if len(text.encode("utf-8", "surrogatepass")) > config.MAX_FRAME_BYTES:
         raise ProtocolError(
             ErrorCode.FRAME_TOO_LARGE, f"Frames are limited to {config.MAX_FRAME_BYTES} bytes."
@@ -165,6 +165,12 @@ def parse_client_frame(text: str) -> ClientCommand:
         raise ProtocolError(ErrorCode.BAD_JSON, "Frames must be JSON objects.") from None
     if not isinstance(data, dict):
         raise ProtocolError(ErrorCode.BAD_JSON, "Frames must be JSON objects.")
+    return data
+
+
+def parse_client_frame(text: str) -> ClientCommand:
+    """Validate one text frame and return the command it carries."""
+    data = load_frame(text)
     kind = data.get("type")
     parsers = {
         ClientType.HELLO: _parse_hello,

@@ -3,13 +3,13 @@ the agent endpoint signed in the real way (a session cookie from Django's login)
 
 from __future__ import annotations
 
-import json
+import time
 from typing import Any
 
 from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
 
-from tests.chat.conftest import RECEIVE_TIMEOUT_S
+from tests.chat.conftest import Client
 
 PLATFORM_ORIGIN = "http://127.0.0.1"  # the agent socket only accepts the platform's own pages
 
@@ -35,8 +35,18 @@ def session_cookie(user) -> str:  # noqa: ANN001 - a Django user
     return http.cookies["sessionid"].value
 
 
-class AgentClient:
-    """The inbox's socket, as the inbox page opens it (cookie + same-origin)."""
+def eventually(predicate, what: str, timeout_s: float = 30.0):  # noqa: ANN001, ANN201
+    """The predicate's first truthy value, polled (another process writes what it reads)."""
+    deadline = time.monotonic() + timeout_s
+    while not (value := predicate()):
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+    return value
+
+
+class AgentClient(Client):
+    """The inbox's socket, as the inbox page opens it (cookie + same-origin); frames are sent
+    and read as the customer's test client does."""
 
     def __init__(self, cookie: str | None, origin: str = PLATFORM_ORIGIN) -> None:
         from chatplatform.asgi import application
@@ -53,18 +63,6 @@ class AgentClient:
         assert connected, code
         agent.inbox = await agent.receive_type("inbox")
         return agent
-
-    async def send(self, frame: dict[str, Any]) -> None:
-        await self.communicator.send_to(text_data=json.dumps(frame))
-
-    async def receive(self, timeout: float = RECEIVE_TIMEOUT_S) -> dict[str, Any]:
-        return json.loads(await self.communicator.receive_from(timeout=timeout))
-
-    async def receive_type(self, kind: str, timeout: float = RECEIVE_TIMEOUT_S) -> dict[str, Any]:
-        while True:
-            frame = await self.receive(timeout)
-            if frame["type"] == kind:
-                return frame
 
     async def act(self, kind: str, conversation_id: str) -> dict[str, Any]:
         """Send an action and return its answer (`<kind>.ok` or an error)."""
@@ -98,6 +96,3 @@ class AgentClient:
 
     async def nothing_more(self, timeout: float = 0.3) -> bool:
         return await self.communicator.receive_nothing(timeout=timeout)
-
-    async def close(self) -> None:
-        await self.communicator.disconnect()

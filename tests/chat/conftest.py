@@ -185,3 +185,21 @@ def ws_receive_type(socket, kind: str, timeout: float = RECEIVE_TIMEOUT_S) -> di
         frame = json.loads(socket.recv(timeout=max(0.01, deadline - time.monotonic())))
         if frame["type"] == kind:
             return frame
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's Chromium, one per test module (tests/browser.py)."""
+    from tests.browser import chromium
+
+    with chromium() as launched:
+        yield launched
+
+
+@pytest.fixture
+def demo_site(platform):
+    """The site the demo page embeds, allowing the platform's origin."""
+    site = make_site(sla_ms=20_000, name="Northwind Outfitters (demo shop)")
+    site.allowed_origins = [platform.base_url]
+    site.save()
+    return site

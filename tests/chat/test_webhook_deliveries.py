@@ -18,6 +18,7 @@ import pytest
 from chatplatform.agents import notify, webhooks
 from chatplatform.agents.models import AgentSettings, WebhookAttempt, WebhookDelivery
 from embedded_redis import free_port
+from tests.chat.agents_support import eventually
 from tests.chat.test_agents_notifications import handoff_with
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
@@ -68,14 +69,6 @@ def receiver_factory() -> Iterator:
         receiver.close()
 
 
-def wait_for(predicate, what: str, timeout_s: float = 30.0):  # noqa: ANN001
-    deadline = time.monotonic() + timeout_s
-    while not (value := predicate()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
-    return value
-
-
 def test_webhook_is_signed_and_retried_with_backoff_until_delivered(
     platform, receiver_factory
 ) -> None:
@@ -87,7 +80,7 @@ def test_webhook_is_signed_and_retried_with_backoff_until_delivered(
     # when the handoff's event is sent
     notify.handoff_event(handoff.handoff_id, notify.Event.REQUESTED)
     # then the real CPU worker delivers it on the third attempt, each one logged
-    delivery = wait_for(
+    delivery = eventually(
         lambda: WebhookDelivery.objects.filter(status="delivered").first(), "the delivery"
     )
     attempts = list(WebhookAttempt.objects.filter(delivery=delivery).order_by("attempted_at"))
@@ -108,7 +101,7 @@ def test_webhook_gives_up_after_the_last_attempt(platform, receiver_factory) -> 
     receiver = receiver_factory([503])
     _, handoff = handoff_with({"webhook_url": receiver.url})
     notify.handoff_event(handoff.handoff_id, notify.Event.REQUESTED)
-    delivery = wait_for(
+    delivery = eventually(
         lambda: WebhookDelivery.objects.filter(status="failed").first(), "the last attempt"
     )
     assert delivery.attempts == 3

@@ -4,15 +4,12 @@ shop page served by the real platform (daphne, Redis, CPU and inference workers)
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from django.conf import settings
 
 from chatplatform.conversations.models import Message
-from tests.browser import chromium
-from tests.chat.conftest import make_site
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.browser, pytest.mark.slow]
 
@@ -20,22 +17,7 @@ ANSWER_TIMEOUT_MS = 60_000  # a model answer on a shared 2-core box
 SCREENSHOT = Path(settings.VAR_DIR) / "widget.png"  # copied to docs/widget.png by hand
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator:
-    with chromium() as launched:
-        yield launched
-
-
 PHONE = {"width": 375, "height": 667}  # a small phone's CSS viewport
-
-
-@pytest.fixture
-def demo_site(platform):
-    """The site the demo page embeds, allowing the platform's origin."""
-    site = make_site(sla_ms=20_000, name="Northwind Outfitters (demo shop)")
-    site.allowed_origins = [platform.base_url]
-    site.save()
-    return site
 
 
 @pytest.fixture

@@ -5,44 +5,17 @@ reply saved as an FAQ in one click."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterator
-
 import pytest
 from django.contrib.auth.models import Permission
 
 from chatplatform.agents.models import Handoff
 from chatplatform.faq.models import FAQ
-from tests.browser import chromium
-from tests.chat.agents_support import make_agent, session_cookie
-from tests.chat.conftest import make_site
+from tests.chat.agents_support import eventually, make_agent, session_cookie
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.browser, pytest.mark.slow]
 
 WIDGET = "#cs-chat-widget"
 TIMEOUT_MS = 20_000
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator:
-    with chromium() as launched:
-        yield launched
-
-
-@pytest.fixture
-def demo_site(platform):
-    site = make_site(sla_ms=20_000, name="Northwind Outfitters (demo shop)")
-    site.allowed_origins = [platform.base_url]
-    site.save()
-    return site
-
-
-def eventually(predicate, what: str, timeout_s: float = 15.0):  # noqa: ANN001
-    deadline = time.monotonic() + timeout_s
-    while not (value := predicate()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
-    return value
 
 
 def customer_says(page, text: str) -> None:  # noqa: ANN001 - a Playwright page

@@ -21,7 +21,6 @@ import logging
 from typing import Any
 
 from channels.db import database_sync_to_async
-from channels.generic.websocket import AsyncWebsocketConsumer
 from django.contrib.auth import get_user_model
 
 from chatplatform.agents import config, events, inbox, notify, presence, records, sweep
@@ -35,7 +34,7 @@ from chatplatform.agents.protocol import (
     ReplyCommand,
     parse_agent_frame,
 )
-from chatplatform.chat.consumers.background import start_task
+from chatplatform.chat.consumers.background import GuardedConsumer, start_task
 from chatplatform.chat.protocol import ErrorCode, ProtocolError, error_frame
 from chatplatform.dashboards.access import readable_sites
 
@@ -55,7 +54,7 @@ def _current_access(user_id: int) -> list[int] | None:
     return None if user is None else _readable_site_ids(user)
 
 
-class AgentConsumer(AsyncWebsocketConsumer):
+class AgentConsumer(GuardedConsumer):
     async def connect(self) -> None:
         user = self.scope.get("user")
         self.user_id: int | None = None
@@ -105,17 +104,6 @@ class AgentConsumer(AsyncWebsocketConsumer):
             await self.send_json(
                 error_frame(ErrorCode.INTERNAL, "Something went wrong on our side; retry.")
             )
-
-    async def dispatch(self, message: dict[str, Any]) -> None:
-        """Channel-layer events get the same guard as frames: an exception escaping a handler
-        would make daphne drop the socket without `disconnect` (see connection.py)."""
-        if message["type"].startswith("websocket."):
-            await super().dispatch(message)
-            return
-        try:
-            await super().dispatch(message)
-        except Exception:
-            logger.exception("agents: failed to handle the event %s", message.get("type"))
 
     async def handle(self, command: AgentCommand) -> None:
         if isinstance(command, AgentPing):

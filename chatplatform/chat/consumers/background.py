@@ -1,4 +1,5 @@
-"""Background tasks of the consumers: started and not awaited, so failures are logged here."""
+"""What the consumers share: background tasks (started and not awaited, so failures are logged
+here) and the guard of channel-layer event handlers."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import asyncio
 import logging
 from collections.abc import Coroutine
 from typing import Any
+
+from channels.generic.websocket import AsyncWebsocketConsumer
 
 from chatplatform.chat import config, limits
 
@@ -37,3 +40,25 @@ async def cancel_if_abandoned(conversation_id: str, message_ids: list[str]) -> N
         return
     for message_id in message_ids:
         await limits.request_cancel(message_id)
+
+
+class GuardedConsumer(AsyncWebsocketConsumer):
+    """A consumer whose channel-layer event handlers cannot drop its socket."""
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        """Run the handler of a channel-layer event with the same guard as client frames.
+
+        An exception escaping a handler would make daphne close the socket (1011) without
+        `disconnect` ever running, leaking its counters: log it, tell the client, stay open.
+        """
+        if message["type"].startswith("websocket."):
+            await super().dispatch(message)
+            return
+        try:
+            await super().dispatch(message)
+        except Exception:
+            logger.exception("chat: failed to handle the event %s", message.get("type"))
+            await self.event_failed()
+
+    async def event_failed(self) -> None:
+        """What the client is told after a failed event handler (nothing by default)."""

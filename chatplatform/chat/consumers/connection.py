@@ -10,11 +10,15 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from channels.db import database_sync_to_async
-from channels.generic.websocket import AsyncWebsocketConsumer
 
 from chatplatform import metrics
 from chatplatform.chat import config, limits, store
-from chatplatform.chat.consumers.background import background_tasks, cancel_if_abandoned, start_task
+from chatplatform.chat.consumers.background import (
+    GuardedConsumer,
+    background_tasks,
+    cancel_if_abandoned,
+    start_task,
+)
 from chatplatform.chat.protocol import (
     ClientCommand,
     ErrorCode,
@@ -35,7 +39,7 @@ CLOSE_TOO_MANY_CONNECTIONS = 4429
 CLOSE_IDLE = 4408
 
 
-class CustomerConnection(AsyncWebsocketConsumer):
+class CustomerConnection(GuardedConsumer):
     """The socket's life and frame guard; `handle` (in `ChatConsumer`) acts on each frame."""
 
     async def connect(self) -> None:
@@ -103,21 +107,10 @@ class CustomerConnection(AsyncWebsocketConsumer):
                 return
             await asyncio.sleep(config.CONNECTION_COUNT_TTL_S - silent_for)
 
-    async def dispatch(self, message: dict[str, Any]) -> None:
-        """Run the handler of a channel-layer event with the same guard as client frames.
-
-        An exception escaping a handler would make daphne close the socket (1011) without
-        `disconnect` ever running, leaking its counters: log it, tell the client, stay open.
-        A pending answer the failure concerns is still closed by its timeout timer.
-        """
-        if message["type"].startswith("websocket."):
-            await super().dispatch(message)
-            return
-        try:
-            await super().dispatch(message)
-        except Exception:
-            logger.exception("chat: failed to handle the event %s", message.get("type"))
-            await self.send_error(ErrorCode.INTERNAL, "Something went wrong on our side.")
+    async def event_failed(self) -> None:
+        """Tell the client; a pending answer the failure concerns is still closed by its
+        timeout timer."""
+        await self.send_error(ErrorCode.INTERNAL, "Something went wrong on our side.")
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         arrival = time.time()
