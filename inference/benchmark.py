@@ -1,6 +1,13 @@
 """CPU benchmark of the serving engine against two baselines, with the offline model.
 
     python -m inference.benchmark [--model DIR] [--quantization int8] [--levels 1 8 32 64]
+    python -m inference.benchmark --distinct [--rate 8] [--requests 80] [--overload] [--json]
+
+`--distinct` (see `distinct.py`): real, all-different customer questions (Banking77's test
+split) against a simulated site, prompts laid out as production lays them out; continuous
+batching with prefix sharing on and off side by side, and sequential `generate`; `--overload`
+adds SLA attainment of the late-yield policy against plain EDF at twice the engine's
+capacity; `--json` prints one JSON object with every figure as the last line.
 
 For each concurrency level C, C requests arrive as a Poisson process (mean rate C per
 `--window` seconds, same seeded schedule for every system) and each asks for
@@ -241,6 +248,12 @@ def quantization_table(model_dir: str) -> list[str]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="CPU serving benchmark (offline model)")
+    parser.add_argument("--distinct", action="store_true", help="distinct real questions")
+    parser.add_argument("--questions", type=Path, default=None, help="CSV with a text column")
+    parser.add_argument("--rate", type=float, default=8.0, help="--distinct: arrivals per s")
+    parser.add_argument("--requests", type=int, default=80, help="--distinct: how many")
+    parser.add_argument("--overload", action="store_true", help="--distinct: YIELD vs EDF")
+    parser.add_argument("--json", action="store_true", help="last line: figures as JSON")
     parser.add_argument("--model", default=str(DEFAULT_MODEL_DIR))
     parser.add_argument("--quantization", default="int8")
     parser.add_argument("--levels", type=int, nargs="+", default=[1, 8, 32, 64])
@@ -260,6 +273,11 @@ def main(argv: list[str] | None = None) -> None:
 
     if Path(args.model).resolve() == DEFAULT_MODEL_DIR:
         build(DEFAULT_MODEL_DIR)
+    if args.distinct:
+        from inference.benchmark_distinct import run_distinct
+
+        run_distinct(args)
+        return
     env = {"CHAT_MODEL": args.model, "QUANTIZATION": args.quantization, "INFERENCE_DEVICE": "cpu"}
     model, tokenizer = load_model_and_tokenizer(ModelSettings.from_env(env))
     limits = EngineLimits(max_running=args.max_running, max_new_tokens=args.new_tokens)

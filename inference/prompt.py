@@ -103,6 +103,23 @@ def faq_block(entries: Sequence[FaqEntry | tuple[str, str]]) -> str:
     return "\n".join(blocks)
 
 
+def faq_head(entries: Sequence[FaqEntry], max_entries: int, max_chars: int) -> list[FaqEntry]:
+    """A site's FAQ head: its entries in their fixed order, up to `max_entries` and
+    `max_chars` of question + answer text.
+
+    Stops at the first entry that would pass the limit rather than skipping it, so that an
+    edit of a later entry never changes the head's text (and the prompt prefix it makes).
+    """
+    head: list[FaqEntry] = []
+    used = 0
+    for entry in entries[:max_entries]:
+        used += len(entry.question) + len(entry.answer)
+        if used > max_chars:
+            break
+        head.append(entry)
+    return head
+
+
 def system_text(instructions: str, site_faqs: Sequence[FaqEntry | tuple[str, str]]) -> str:
     """The site-stable text: instructions, the data rules, the site's FAQ head (fixed order)."""
     parts = [instructions.strip(), DATA_RULES, faq_block(site_faqs)]

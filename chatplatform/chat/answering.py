@@ -18,7 +18,7 @@ from asgiref.sync import sync_to_async
 
 from chatplatform.chat import config
 from inference.contracts import InferenceRequest, Queue, TaskName
-from inference.prompt import FaqEntry, build_messages
+from inference.prompt import FaqEntry, build_messages, faq_head
 
 HOLDING_TEXT = (
     "Thanks for your patience: our assistant needs a few more seconds and its answer will "
@@ -99,11 +99,8 @@ async def suggestions(site_id: int, question: str) -> list[Suggestion]:
 
 
 def site_faq_head_sync(site_id: int) -> list[Suggestion]:
-    """The site's first active FAQs by id, within the head's entry and character limits.
-
-    A fixed order, so that a new FAQ or an edit of a later one leaves the head's text, and the
-    prompt prefix it makes, unchanged; stops at the first entry that would pass the limit
-    rather than skipping it, for the same reason.
+    """The site's first active FAQs by id, within the head's limits (`inference.prompt.faq_head`:
+    a fixed order, so a new FAQ or an edit of a later one leaves the prompt prefix unchanged).
     """
     from chatplatform.faq.models import FAQ
 
@@ -112,14 +109,11 @@ def site_faq_head_sync(site_id: int) -> list[Suggestion]:
         .order_by("id")
         .values_list("id", "version", "question", "answer")[: config.SITE_FAQ_HEAD_ENTRIES]
     )
-    head: list[Suggestion] = []
-    used = 0
-    for faq_id, version, question, answer in rows:
-        used += len(question) + len(answer)
-        if used > config.SITE_FAQ_HEAD_CHARS:
-            break
-        head.append(Suggestion(faq_id, question, answer, faq_version=version))
-    return head
+    faqs = [Suggestion(faq_id, q, a, faq_version=version) for faq_id, version, q, a in rows]
+    head = faq_head(
+        [s.as_entry() for s in faqs], config.SITE_FAQ_HEAD_ENTRIES, config.SITE_FAQ_HEAD_CHARS
+    )
+    return faqs[: len(head)]
 
 
 async def site_faq_head(site_id: int) -> list[Suggestion]:

@@ -69,10 +69,12 @@ SUGGESTION_COUNT = 3
 # The site's FAQ head: its first FAQs by id (a fixed order), up to this many entries and
 # characters, open every prompt of the site, so a prefix-sharing KV cache computes them once
 # for all its customers. Head + suggestions stay within the cache's limit of FAQ versions
-# per answer (cache.admission.MAX_GROUNDING, 16); the characters keep the head near 400
-# tokens of the worker's 1,024-token prompt budget.
+# per answer (cache.admission.MAX_GROUNDING, 16). 400 characters are ~100 tokens of
+# DeepSeek's tokenizer (~250 of the offline model's, which knows fewer words): on CPU the
+# batch's attention cost grows with every prompt's length, cached or not (docs/benchmarks.md);
+# a GPU deployment with a paged attention kernel can afford a larger head.
 SITE_FAQ_HEAD_ENTRIES = 10
-SITE_FAQ_HEAD_CHARS = 1500
+SITE_FAQ_HEAD_CHARS = get_from_env("CHAT_SITE_FAQ_HEAD_CHARS", 400, positive_int)
 # Quick-reply buttons shown when the widget opens.
 QUICK_REPLY_COUNT = 4
 # A rating's optional comment: a few sentences about the support received.

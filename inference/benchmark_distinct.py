@@ -1,0 +1,232 @@
+"""The engine benchmark with distinct real questions (`python -m inference.benchmark --distinct`).
+
+Every prompt is different, as in production: real customer questions (Banking77's test split)
+against a simulated bank site whose FAQ has one entry per Banking77 category. Prompts are laid
+out as the chat layer lays them out (`inference.prompt`): instructions, rules and the site's
+FAQ head first (the same for every question), then the question's nearest FAQ entries (its
+own category's and two neighbours') and the question. So prefix sharing can serve only what a
+real deployment would share, never a whole identical prompt.
+
+Systems on one seeded Poisson schedule at `--rate` arrivals/s, each on its own copy of the
+model: continuous batching with prefix sharing (production), the same with sharing off, and
+sequential `generate`. `--overload` then measures the engine's capacity (requests/s, from a
+burst) and runs twice that rate through the late-yield policy and plain earliest-deadline-
+first side by side: the share of first tokens within the 300 ms SLA is what the policy is for.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+from inference.benchmark import (
+    SLA_S,
+    LevelFigures,
+    poisson_schedule,
+    run_engine,
+    run_sequential,
+    summarize,
+)
+from inference.engine import Engine, EngineLimits
+from inference.loading import ModelSettings, load_model_and_tokenizer
+from inference.prompt import FaqEntry, build_messages, faq_head, render_prompt
+from inference.scheduling import LatePolicy
+
+REPO = Path(__file__).resolve().parents[1]
+# Where the shared data set lies next to a checkout (or next to the worktrees' folder).
+QUESTION_FILES = [
+    REPO.parent / "shared" / "data" / "banking77" / "banking77_test.csv",
+    REPO.parents[1] / "shared" / "data" / "banking77" / "banking77_test.csv",
+]
+INSTRUCTIONS = (
+    "You are the support assistant of an online bank. Answer briefly and politely, from the "
+    "reference answers when one fits; otherwise say a human colleague will follow up."
+)
+# The chat layer's head limits (chatplatform/chat/config.py), repeated here because the
+# inference package does not import the chat layer.
+HEAD_ENTRIES = 10
+HEAD_CHARS = 400
+NEAREST = 3  # suggestions per question (chat config SUGGESTION_COUNT)
+SEED = 7
+
+
+def question_file(explicit: Path | None) -> Path:
+    if explicit is not None:
+        return explicit
+    for path in QUESTION_FILES:
+        if path.exists():
+            return path
+    raise SystemExit(
+        "no questions: pass --questions CSV (a `text` column, optionally `category`); looked "
+        f"in {', '.join(str(p) for p in QUESTION_FILES)}"
+    )
+
+
+def load_questions(path: Path, count: int) -> list[tuple[str, str]]:
+    """`count` distinct (question, category) rows, sampled with a fixed seed."""
+    with path.open(newline="", encoding="utf-8") as handle:
+        rows = {(r["text"].strip(), r.get("category") or "general") for r in csv.DictReader(handle)}
+    ordered = sorted(rows)
+    random.Random(SEED).shuffle(ordered)
+    if len(ordered) < count:
+        raise SystemExit(f"{path} has only {len(ordered)} distinct questions; {count} asked")
+    return ordered[:count]
+
+
+def simulated_faq(categories: list[str]) -> dict[str, FaqEntry]:
+    """One FAQ entry per category, in a fixed order, with an answer of realistic length."""
+    faq = {}
+    for index, category in enumerate(sorted(set(categories))):
+        topic = category.replace("_", " ")
+        faq[category] = FaqEntry(
+            question=f"{topic.capitalize()}?",
+            answer=f"Open Help, then {topic}, in the app.",
+            ref=f"{index + 1}:1",
+        )
+    return faq
+
+
+def distinct_prompts(
+    tokenizer: Any, rows: list[tuple[str, str]], budget: int
+) -> tuple[list[list[int]], int]:
+    """Token ids of each question's prompt, and the length of the shared site head in tokens."""
+    faq = simulated_faq([category for _, category in rows])
+    order = list(faq)
+    head = faq_head([faq[c] for c in order], HEAD_ENTRIES, HEAD_CHARS)
+    prompts = []
+    for question, category in rows:
+        at = order.index(category)
+        nearest = [faq[order[(at + k) % len(order)]] for k in range(NEAREST)]
+        messages = build_messages(INSTRUCTIONS, nearest, [], question, site_faqs=head)
+        prompts.append(render_prompt(tokenizer, messages, budget))
+    head_only = render_prompt(tokenizer, build_messages(INSTRUCTIONS, [], [], "", head), budget)
+    return prompts, len(head_only)
+
+
+def load(args: argparse.Namespace) -> tuple[Any, Any]:
+    env = {"CHAT_MODEL": args.model, "QUANTIZATION": args.quantization, "INFERENCE_DEVICE": "cpu"}
+    return load_model_and_tokenizer(ModelSettings.from_env(env))
+
+
+def continuous_engine(
+    args: argparse.Namespace, limits: EngineLimits, sharing: bool, policy: LatePolicy
+) -> Engine:
+    from inference.cb_engine import BatchingOptions, ContinuousBatchingEngine
+    from inference.runtime import warmup_prompt
+
+    model, tokenizer = load(args)  # its own copy: a manager switches the model's attention
+    engine = ContinuousBatchingEngine(
+        model, tokenizer, limits, BatchingOptions(prefix_sharing=sharing), late_policy=policy
+    )
+    engine.warmup(warmup_prompt(tokenizer, limits), requests=4)
+    return engine
+
+
+def figures(row: LevelFigures, engine: Engine | None) -> dict[str, Any]:
+    result: dict[str, Any] = {
+        "ttft_p50_ms": round(row.ttft_p50_ms, 1),
+        "ttft_p99_ms": round(row.ttft_p99_ms, 1),
+        "tokens_per_s": round(row.tokens_per_s, 1),
+        "sla_share": round(row.sla_share, 3),
+    }
+    if engine is not None:
+        share = engine.prefix_hit_share
+        result["prefix_hit_share"] = None if share is None else round(share, 3)
+    return result
+
+
+def measure_capacity(engine: Engine, prompts: list[list[int]], new_tokens: int) -> float:
+    """Requests per second the engine completes when it always has work (one burst)."""
+    burst = prompts[: 2 * engine.limits.max_running]
+    began = time.perf_counter()
+    run_engine(engine, [0.0] * len(burst), burst, new_tokens)
+    return len(burst) / (time.perf_counter() - began)
+
+
+def run_distinct(args: argparse.Namespace) -> None:
+    path = question_file(args.questions)
+    limits = EngineLimits(max_running=args.max_running, max_new_tokens=args.new_tokens)
+    _, tokenizer = load(args)
+    rows = load_questions(path, args.requests)
+    prompts, head_tokens = distinct_prompts(tokenizer, rows, limits.max_prompt_tokens)
+    mean_tokens = sum(map(len, prompts)) / len(prompts)
+    print(
+        f"{len(prompts)} distinct questions from {path.name}; prompts {mean_tokens:.0f} tokens "
+        f"on average, {head_tokens} of them the site head; rate {args.rate}/s, "
+        f"{args.new_tokens} new tokens; load average {os.getloadavg()[0]:.1f}",
+        flush=True,
+    )
+    schedule = poisson_schedule(len(prompts), args.rate, seed=SEED)
+    report: dict[str, Any] = {
+        "questions": path.name,
+        "requests": len(prompts),
+        "rate_per_s": args.rate,
+        "new_tokens": args.new_tokens,
+        "prompt_tokens_mean": round(mean_tokens, 1),
+        "site_head_tokens": head_tokens,
+        "load_average_1m": round(os.getloadavg()[0], 2),
+        "systems": {},
+    }
+    for name, sharing in [("continuous", True), ("continuous_no_sharing", False)]:
+        engine = continuous_engine(args, limits, sharing, LatePolicy.YIELD)
+        try:
+            row = summarize(
+                name, len(prompts), run_engine(engine, schedule, prompts, args.new_tokens)
+            )
+            report["systems"][name] = figures(row, engine)
+        finally:
+            engine.close()
+        print(f"{name:>22}: {report['systems'][name]}", flush=True)
+    model, _ = load(args)
+    run_sequential(model, [0.0], prompts[:1], 4)  # warm-up
+    row = summarize(
+        "sequential", len(prompts), run_sequential(model, schedule, prompts, args.new_tokens)
+    )
+    report["systems"]["sequential"] = figures(row, None)
+    print(f"{'sequential':>22}: {report['systems']['sequential']}", flush=True)
+    if args.overload:
+        report["overload"] = overload(args, limits, prompts)
+    print()
+    print("| system | TTFT p50 (ms) | TTFT p99 (ms) | tokens/s | TTFT <= 300 ms | prefix hits |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for name, f in report["systems"].items():
+        hits = f.get("prefix_hit_share")
+        print(f"| {name} | {f['ttft_p50_ms']:.0f} | {f['ttft_p99_ms']:.0f} | "
+              f"{f['tokens_per_s']:.0f} | {f['sla_share']:.0%} | "
+              f"{'-' if hits is None else f'{hits:.0%}'} |")  # fmt: skip
+    if args.json:
+        print(json.dumps(report))
+
+
+def overload(args: argparse.Namespace, limits: EngineLimits, prompts: list[list[int]]) -> dict:
+    """SLA attainment of the late-yield policy and plain EDF at twice the measured capacity."""
+    engines = {
+        policy: continuous_engine(args, limits, True, policy)
+        for policy in (LatePolicy.YIELD, LatePolicy.EDF)
+    }
+    try:
+        capacity = measure_capacity(engines[LatePolicy.YIELD], prompts, args.new_tokens)
+        rate = 2 * capacity
+        schedule = poisson_schedule(len(prompts), rate, seed=SEED + 1)
+        result: dict[str, Any] = {
+            "capacity_per_s": round(capacity, 2),
+            "rate_per_s": round(rate, 2),
+        }
+        print(f"overload: capacity {capacity:.1f} requests/s, running {rate:.1f}/s", flush=True)
+        for policy, engine in engines.items():
+            outcomes = run_engine(engine, schedule, prompts, args.new_tokens, timeout_s=600)
+            result[policy.value] = figures(summarize(policy.value, len(prompts), outcomes), None)
+            print(f"  {policy.value:>5}: {result[policy.value]}", flush=True)
+    finally:
+        for engine in engines.values():
+            engine.close()
+    yield_share, edf_share = result["yield"]["sla_share"], result["edf"]["sla_share"]
+    print(f"SLA attainment at 2x capacity (first token <= {SLA_S * 1000:.0f} ms): "
+          f"yield {yield_share:.0%}, plain EDF {edf_share:.0%}")  # fmt: skip
+    return result
