@@ -111,3 +111,26 @@ def test_backoff_doubles_with_jitter_and_is_capped() -> None:
         delay = config.WEBHOOK_RETRY_BASE_S * 2 ** (failed - 1)
         assert delay / 2 <= webhooks.backoff_s(failed, rng) <= delay
     assert webhooks.backoff_s(40, rng) <= config.WEBHOOK_MAX_DELAY_S
+
+
+def test_the_admin_shows_the_delivery_log_and_the_sites_agent_settings() -> None:
+    from django.contrib.auth.models import User
+    from django.test import Client as HttpClient
+
+    from chatplatform.agents.models import WebhookAttempt
+
+    site, handoff = handoff_with({"webhook_url": "http://127.0.0.1:9/hook"})
+    delivery = WebhookDelivery.objects.create(
+        site=site, event="handoff.requested", url="http://127.0.0.1:9/hook", body="{}",
+        status="failed", attempts=1,
+    )  # fmt: skip
+    WebhookAttempt.objects.create(delivery=delivery, status_code=502, duration_ms=12.5)
+    client = HttpClient()
+    client.force_login(User.objects.create_superuser("root", "root@example.com", "pw"))
+    listing = client.get("/admin/agents/webhookdelivery/").content.decode()
+    assert "handoff.requested" in listing and "failed" in listing
+    detail = client.get(f"/admin/agents/webhookdelivery/{delivery.pk}/change/").content.decode()
+    assert "502" in detail and "12.5" in detail
+    site_page = client.get(f"/admin/tenants/site/{site.pk}/change/").content.decode()
+    assert "Human agent settings" in site_page and "Opening hours" in site_page
+    assert client.get("/admin/agents/handoff/").status_code == 200
