@@ -6,8 +6,10 @@ reply saved as an FAQ in one click."""
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
+from django.conf import settings
 from django.contrib.auth.models import Permission
 
 from chatplatform.agents.models import Handoff
@@ -18,6 +20,7 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.browser, pyte
 
 WIDGET = "#cs-chat-widget"
 TIMEOUT_MS = 20_000
+INBOX_SCREENSHOT = Path(settings.VAR_DIR) / "inbox.png"  # copied to docs/inbox.png by hand
 ATTACK = '<img src=x onerror="window.__pwned=1"><script>window.__pwned=2</script>'
 
 
@@ -83,15 +86,6 @@ def test_customer_and_agent_from_handoff_to_rating(platform, browser, demo_site)
         assert customer.locator(f"{WIDGET} .msg.agent .who").first.text_content() == "Alice"
         customer_says(customer, "My parcel arrived broken")
         wait_text(agent.locator("#log .msg.customer"), "My parcel arrived broken")
-        # markup from the customer is text in the staff's inbox (and the agent's in the widget)
-        customer_says(customer, ATTACK)
-        wait_text(agent.locator("#log .msg.customer"), "onerror")
-        agent_says(agent, ATTACK)
-        wait_text(customer.locator(f"{WIDGET} .msg.agent"), "onerror")
-        time.sleep(0.5)  # give an injected handler every chance to run
-        for page, log in ((agent, "#log"), (customer, WIDGET)):
-            assert page.locator(f"{log} .msg img, {log} .msg script").count() == 0
-            assert page.evaluate("window.__pwned") is None
         agent_says(agent, "Sorry to hear that! Which order is it?")
         wait_text(customer.locator(f"{WIDGET} .msg.agent"), "Which order is it?")
         customer_says(customer, "Order 1042")
@@ -100,17 +94,15 @@ def test_customer_and_agent_from_handoff_to_rating(platform, browser, demo_site)
         # both reload in the middle, and resume with the whole history
         agent.reload()
         wait_text(agent.locator("#log .msg.customer"), "Order 1042")
-        assert inbox_texts(agent, "customer") == ["My parcel arrived broken", ATTACK, "Order 1042"]
+        assert inbox_texts(agent, "customer") == ["My parcel arrived broken", "Order 1042"]
         assert inbox_texts(agent, "agent") == [
             "Hi, I am Alice. How can I help?",
-            ATTACK,
             "Sorry to hear that! Which order is it?",
         ]
         customer.reload()
         wait_text(customer.locator(f"{WIDGET} .msg.agent"), "Which order is it?")
         assert widget_texts(customer, "customer") == [
             "My parcel arrived broken",
-            ATTACK,
             "Order 1042",
         ]
         agent.wait_for_function("() => !document.getElementById('reply').disabled")
@@ -120,9 +112,9 @@ def test_customer_and_agent_from_handoff_to_rating(platform, browser, demo_site)
         wait_text(customer.locator(f"{WIDGET} .msg.agent"), "ships today")
         customer_says(customer, "Thank you!")
         wait_text(agent.locator("#log .msg.customer"), "Thank you!")
+        agent.screenshot(path=str(INBOX_SCREENSHOT))
         assert widget_texts(customer, "agent") == [
             "Hi, I am Alice. How can I help?",
-            ATTACK,
             "Sorry to hear that! Which order is it?",
             "A replacement for order 1042 ships today.",
         ]
@@ -138,6 +130,16 @@ def test_customer_and_agent_from_handoff_to_rating(platform, browser, demo_site)
             site=site, question="Order 1042",
             answer="A replacement for order 1042 ships today.",
         ).exists()  # fmt: skip
+
+        # markup from the customer is text in the staff's inbox (and the agent's in the widget)
+        customer_says(customer, ATTACK)
+        wait_text(agent.locator("#log .msg.customer"), "onerror")
+        agent_says(agent, ATTACK)
+        wait_text(customer.locator(f"{WIDGET} .msg.agent"), "onerror")
+        time.sleep(0.5)  # give an injected handler every chance to run
+        for page, log in ((agent, "#log"), (customer, WIDGET)):
+            assert page.locator(f"{log} .msg img, {log} .msg script").count() == 0
+            assert page.evaluate("window.__pwned") is None
 
         # hand back: the next question is answered by the cache again
         agent.locator("#hand-back").click()
