@@ -110,7 +110,7 @@ def decide(replica: Replica, prepared: Prepared, vector: np.ndarray) -> LookupRe
         _note_near_miss(replica, prepared, entry, decision)
         return _candidate_miss(prepared.start, Miss.LOW_CONFIDENCE, entry, decision)
     values = extract_values(prepared.checked.text)
-    if values not in entry.values:
+    if values not in entry_values(entry):
         return _candidate_miss(prepared.start, Miss.VALUE_MISMATCH, entry, decision)
     if entry.expires_at is not None and entry.expires_at <= time.time():
         # Only this version: a re-admission applied since the snapshot stays served.
@@ -119,6 +119,14 @@ def decide(replica: Replica, prepared: Prepared, vector: np.ndarray) -> LookupRe
             held.remove_if_same(entry)
         return _miss(prepared.start, Miss.EXPIRED)
     return _hit(replica, prepared.start, entry, Tier.SEMANTIC, decision.confidence)
+
+
+def entry_values(entry: Entry) -> list[tuple[str, ...]]:
+    """The entry's values per phrasing, computed on first need for entries read from Redis
+    (an assignment of the same list: concurrent lookups may both compute it, harmlessly)."""
+    if len(entry.values) != len(entry.questions):
+        entry.values = [extract_values(question) for question in entry.questions]
+    return entry.values
 
 
 def _miss(start: float, reason: Miss, confidence: float = 0.0) -> LookupResult:

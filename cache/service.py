@@ -24,6 +24,7 @@ from cache import admin_ops, admission, faqs, feedback, lookup, suggestions
 from cache.config import CacheConfig
 from cache.encoder import Encoder
 from cache.faqs import FaqRecord
+from cache.ids import is_site_id
 from cache.replica import Replica
 from cache.sync import ChangeFollower
 from cache.types import Entry, EntrySummary, LookupResult, NearMiss, Suggestion
@@ -111,6 +112,12 @@ class SemanticCache:
     ) -> LookupResult:
         """Async twin of `lookup`: the encoder runs batched in its own thread."""
         return await lookup.alookup(self.replica, site_id, question, history)
+
+    async def aprefetch(self, site_id: str) -> None:
+        """Hold the site's index in this process now (read from Redis in a thread if it is
+        not held), so that its next lookup is not the one that pays for reading it."""
+        if is_site_id(site_id) and self.replica.is_cold(site_id):
+            await asyncio.to_thread(self.replica.find_index, site_id)
 
     def nearest_faqs(self, site_id: str, question: str, k: int = 3) -> list[Suggestion]:
         """The k FAQs nearest the question (any confidence), best first; [] on bad input."""

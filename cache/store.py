@@ -28,7 +28,6 @@ from typing import Any, Literal
 import numpy as np
 import redis
 
-from cache.guards import extract_values
 from cache.types import Entry, Source, State
 
 logger = logging.getLogger(__name__)
@@ -146,7 +145,8 @@ def entry_from_mapping(entry_id: str, data: dict[bytes, bytes]) -> Entry | None:
         negative=int(data.get(b"neg") or 0),
         visitors=int(data.get(b"visitors") or 0),
         note=(data.get(b"note") or b"").decode(),
-        values=[extract_values(q) for q in questions],
+        # values: left empty, computed when a lookup needs them (lookup.entry_values): at a
+        # cold site's load the regexes over every phrasing cost more than reading it.
         grounding=[g for g in (data.get(b"grounding") or b"").decode().split(",") if g],
     )
 

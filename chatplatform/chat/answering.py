@@ -88,6 +88,14 @@ async def lookup(site_id: int, question: str, conversation_id: str, history: lis
     )
 
 
+async def prefetch_site(site_id: int) -> None:
+    """Hold the site's cache index in this process before its customer's first question: a
+    site the process does not hold (many tenants, cache/replica.py) is read from Redis here,
+    while the customer reads the greeting, instead of during the first lookup."""
+    cache = await get_cache()
+    await cache.aprefetch(str(site_id))
+
+
 async def suggestions(site_id: int, question: str) -> list[Suggestion]:
     """The FAQ entries nearest the question: prompt grounding and holding-reply suggestions."""
     cache = await get_cache()

@@ -123,3 +123,14 @@ async def test_an_async_lookup_of_a_cold_site_loads_it_off_the_event_loop(
     assert cache.replica.is_cold(cold)
     result = await cache.alookup(cold, PARAPHRASE)
     assert result.hit and not cache.replica.is_cold(cold)
+
+
+async def test_a_prefetch_holds_a_cold_site_before_its_first_lookup(
+    make_cache: Callable[..., SemanticCache],
+) -> None:
+    writer_with_shops(make_cache, ["a", "b"])
+    cache = make_cache(max_rows_per_process=SHOP_ROWS)
+    cold = next(site for site in "ab" if site not in held_sites(cache))
+    await cache.aprefetch(cold)
+    assert not cache.replica.is_cold(cold) and held_sites(cache) == [cold]
+    await cache.aprefetch("not a site id!")  # ignored, like a lookup's bad input

@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 from channels.db import database_sync_to_async
 
 from chatplatform.agents import inbox, records
-from chatplatform.chat import config, limits, store
+from chatplatform.chat import answering, config, limits, store
+from chatplatform.chat.consumers.background import start_task
 from chatplatform.chat.consumers.delivery import AnswerDelivery
 from chatplatform.chat.protocol import ErrorCode, Hello, ProtocolError, ServerType
 from inference.contracts import conversation_group
@@ -44,6 +45,7 @@ class CustomerHello(AnswerDelivery):
         self.site, self.conversation_id, self.turns = site, conversation_id, welcome.turns
         self.site_key, self.site_read_at = hello.site_key, time.monotonic()
         self.handoff_status = str(welcome.handoff["status"]) if welcome.handoff else ""
+        start_task(answering.prefetch_site(site.id), "cache prefetch")
         await self.send_json(
             {
                 "type": ServerType.WELCOME.value,
