@@ -22,7 +22,7 @@ from collections.abc import Iterator
 
 import redis
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 logger = logging.getLogger(__name__)
@@ -102,6 +102,23 @@ CACHE_HITS = Counter("cache_hits", "Semantic cache hits, by tier (exact or seman
 REJECTED = Counter(
     "chat_rejected", "Customer messages or connections refused, by error code.", ["code"]
 )
+SUGGESTION_POLICIES = frozenset({"model_with_suggestions", "suggest_first"})
+SUGGESTIONS_SHOWN = Counter(
+    "chat_suggestions_shown",
+    "Missed questions shown 'did you mean' FAQ suggestions, by the site's policy.",
+    ["policy"],
+)
+SUGGESTIONS_CHOSEN = Counter(
+    "chat_suggestions_chosen", "Suggestions clicked: the question answered from the FAQ."
+)
+SUGGESTIONS_DECLINED = Counter("chat_suggestions_declined", "'None of these' said to suggestions.")
+GENERATIONS_CANCELLED_BY_CHOICE = Counter(
+    "chat_generations_cancelled_by_choice",
+    "Model generations stopped (or never started) because a suggestion was chosen.",
+)
+# Written by the CPU worker's finalize task (it knows what a cancelled generation used), read
+# from Redis at scrape time like the inference figures.
+GPU_SECONDS_SAVED_KEY = "metrics:suggestions:gpu_seconds_saved"
 
 
 def connection_opened() -> None:
@@ -139,6 +156,20 @@ def cache_lookup(tier: str | None, hit: bool) -> None:
         CACHE_HITS.labels(tier=_bounded(tier, CACHE_TIERS)).inc()
 
 
+def suggestions_shown(policy: str) -> None:
+    SUGGESTIONS_SHOWN.labels(policy=_bounded(policy, SUGGESTION_POLICIES)).inc()
+
+
+def suggestion_chosen(cancelled_generation: bool) -> None:
+    SUGGESTIONS_CHOSEN.inc()
+    if cancelled_generation:
+        GENERATIONS_CANCELLED_BY_CHOICE.inc()
+
+
+def suggestions_declined() -> None:
+    SUGGESTIONS_DECLINED.inc()
+
+
 def rejected(code: str) -> None:
     """Record a refusal sent to a customer with its stable error code (a small, fixed set)."""
     REJECTED.labels(code=code).inc()
@@ -170,14 +201,15 @@ class InferenceCollector(Collector):
         # Describing without collecting keeps registration from touching Redis.
         return []
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         up = GaugeMetricFamily("inference_redis_up", "1 if Redis was readable at this scrape.")
         try:
             pipe = self._client.pipeline(transaction=False)
             for key in inference_queue_keys():
                 pipe.llen(key)
             pipe.hgetall(INFERENCE_STATS_KEY)
-            *lengths, stats = pipe.execute()
+            pipe.get(GPU_SECONDS_SAVED_KEY)
+            *lengths, stats, saved = pipe.execute()
         except redis.RedisError as error:
             logger.warning("metrics: cannot read inference figures from Redis: %s", error)
             up.add_metric([], 0)
@@ -191,6 +223,11 @@ class InferenceCollector(Collector):
             value=sum(lengths),
         )
         yield from _stats_metrics({k.decode(): v.decode() for k, v in stats.items()})
+        yield CounterMetricFamily(
+            "chat_gpu_seconds_saved_by_choice",
+            "Estimated GPU seconds saved by generations a chosen suggestion cut short.",
+            value=_float_or_none(saved.decode() if saved else None) or 0.0,
+        )
 
 
 def _stats_metrics(stats: dict[str, str]) -> Iterator[GaugeMetricFamily]:

@@ -106,6 +106,14 @@ async def suggestions(site_id: int, question: str) -> list[Suggestion]:
     ]
 
 
+async def did_you_mean(site_id: int, question: str, result: Any) -> list[tuple[int, str]]:
+    """(faq_id, question) of the FAQs to suggest after `result`, the question's cache miss:
+    none after a hit, a follow-up or a value mismatch, only the site's own FAQs."""
+    cache = await get_cache()
+    found = await cache.asuggest(str(site_id), question, result, k=config.SUGGESTION_COUNT)
+    return [(s.faq_id, s.question) for s in found]
+
+
 def site_faq_head_sync(site_id: int) -> list[Suggestion]:
     """The site's first active FAQs by id, within the head's limits (`inference.prompt.faq_head`:
     a fixed order, so a new FAQ or an edit of a later one leaves the prompt prefix unchanged).

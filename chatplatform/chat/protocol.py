@@ -28,6 +28,8 @@ class ClientType(StrEnum):
     CONTACT = "contact"  # an e-mail address for a reply, when no agent is available
     RATING = "rating"  # 1-5 and a comment, once an agent resolved the conversation
     PING = "ping"
+    CHOOSE_SUGGESTION = "choose_suggestion"  # one click on a "did you mean" suggestion
+    DECLINE_SUGGESTIONS = "decline_suggestions"  # "none of these"
 
 
 class ServerType(StrEnum):
@@ -38,6 +40,8 @@ class ServerType(StrEnum):
     ANSWER_DELTA = "answer.delta"
     ANSWER_END = "answer.end"
     HOLDING = "holding"  # honest holding reply inside the SLA; the model's answer follows
+    SUGGESTIONS = "suggestions"  # "did you mean": FAQs to answer a missed question in one click
+    SUGGESTIONS_DECLINED = "suggestions.declined"  # "none of these" taken
     FEEDBACK_OK = "feedback.ok"
     HANDOFF_OK = "handoff.ok"
     # Human agents (chatplatform/agents/): the customer's side of a handoff.
@@ -81,6 +85,11 @@ class ErrorCode(StrEnum):
     NOT_WAITING = "not_waiting"
     ALREADY_CLAIMED = "already_claimed"
     NOT_HOLDER = "not_holder"
+    # "Did you mean": choose_suggestion and decline_suggestions.
+    NOT_SUGGESTED = "not_suggested"
+    SUGGESTION_GONE = "suggestion_gone"
+    ALREADY_CHOSEN = "already_chosen"
+    ALREADY_DECLINED = "already_declined"
 
 
 class ProtocolError(Exception):
@@ -108,7 +117,6 @@ class Hello:
     site_key: str
     conversation_id: str | None
     visitor_id: str
-    visitor_token: str | None = None  # the site's signature of a visitor (chat/visitors.py)
 
 
 @dataclass(frozen=True)
@@ -121,6 +129,17 @@ class ChatMessage:
 class Feedback:
     message_id: str
     positive: bool
+
+
+@dataclass(frozen=True)
+class ChooseSuggestion:
+    message_id: str  # the customer's question the suggestions were shown for
+    faq_id: int
+
+
+@dataclass(frozen=True)
+class DeclineSuggestions:
+    message_id: str
 
 
 @dataclass(frozen=True)
@@ -144,21 +163,24 @@ class Ping:
     pass
 
 
-ClientCommand = Hello | ChatMessage | Feedback | Handoff | Contact | Rating | Ping
+ClientCommand = (
+    Hello
+    | ChatMessage
+    | Feedback
+    | Handoff
+    | Contact
+    | Rating
+    | Ping
+    | ChooseSuggestion
+    | DeclineSuggestions
+)
 
 # Client-chosen ids: short and boring, so they are safe in logs, keys and the database column.
 _CLIENT_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
-# A site's signed visitor token (checked for its signature by chat/visitors.py).
-_VISITOR_TOKEN = re.compile(r"[A-Za-z0-9_.:-]{1,200}")
 # The longest spelling uuid.UUID accepts ("urn:uuid:{...}"); longer text is not an id.
 _MAX_UUID_CHARS = 47
 # Control characters other than tab/newline never belong in a chat message.
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
-# Protocol frames are flat objects (depth 1). Deeper JSON is never a valid frame, and ~1,000
-# levels (a 2 KB frame) made the decoder raise RecursionError, a traceback in the log at will.
-MAX_JSON_DEPTH = 16
-# A JSON string (escapes included) or a bracket: brackets inside strings are not nesting.
-_JSON_STRING_OR_BRACKET = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
 
 
 def load_frame(text: str) -> dict[str, Any]:
@@ -167,13 +189,9 @@ def load_frame(text: str) -> dict[str, Any]:
         raise ProtocolError(
             ErrorCode.FRAME_TOO_LARGE, f"Frames are limited to {config.MAX_FRAME_BYTES} bytes."
         )
-    if _nesting_depth(text) > MAX_JSON_DEPTH:
-        raise ProtocolError(
-            ErrorCode.BAD_JSON, f"Frames are flat JSON objects (nesting over {MAX_JSON_DEPTH})."
-        )
     try:
         data = json.loads(text)
-    except (ValueError, RecursionError):  # RecursionError: a last guard, see MAX_JSON_DEPTH
+    except ValueError:
         raise ProtocolError(ErrorCode.BAD_JSON, "Frames must be JSON objects.") from None
     if not isinstance(data, dict):
         raise ProtocolError(ErrorCode.BAD_JSON, "Frames must be JSON objects.")
@@ -192,26 +210,15 @@ def parse_client_frame(text: str) -> ClientCommand:
         ClientType.CONTACT: _parse_contact,
         ClientType.RATING: _parse_rating,
         ClientType.PING: lambda _: Ping(),
+        ClientType.CHOOSE_SUGGESTION: _parse_choose_suggestion,
+        ClientType.DECLINE_SUGGESTIONS: lambda d: DeclineSuggestions(
+            parse_uuid(d.get("message_id"), "message_id")
+        ),
     }
     if not isinstance(kind, str) or kind not in parsers:
         known = ", ".join(t.value for t in ClientType)
         raise ProtocolError(ErrorCode.UNKNOWN_TYPE, f"Unknown type; expected one of {known}.")
     return parsers[ClientType(kind)](data)
-
-
-def _nesting_depth(text: str) -> int:
-    """How deep arrays and objects nest in `text` (JSON or not), without decoding it."""
-    if text.count("[") + text.count("{") <= MAX_JSON_DEPTH:
-        return 0  # the common case, answered by two C-speed counts: it cannot nest deeper
-    depth = deepest = 0
-    for token in _JSON_STRING_OR_BRACKET.finditer(text):
-        bracket = token.group()
-        if bracket in ("[", "{"):
-            depth += 1
-            deepest = max(deepest, depth)
-        elif bracket in ("]", "}"):
-            depth -= 1
-    return deepest
 
 
 def _parse_hello(data: dict[str, Any]) -> Hello:
@@ -238,19 +245,7 @@ def _parse_hello(data: dict[str, Any]) -> Hello:
         visitor_id = ""
     elif not _is_client_id(visitor_id):
         raise ProtocolError(ErrorCode.BAD_FIELD, "visitor_id must be 1-64 letters, digits or _.:-")
-    visitor_token = data.get("visitor_token")
-    if visitor_token is not None and not (
-        isinstance(visitor_token, str) and _VISITOR_TOKEN.fullmatch(visitor_token)
-    ):
-        raise ProtocolError(
-            ErrorCode.BAD_FIELD, "visitor_token must be 1-200 letters, digits or _.:-"
-        )
-    return Hello(
-        site_key=site_key,
-        conversation_id=conversation_id,
-        visitor_id=visitor_id,
-        visitor_token=visitor_token,
-    )
+    return Hello(site_key=site_key, conversation_id=conversation_id, visitor_id=visitor_id)
 
 
 def parse_message_fields(data: dict[str, Any]) -> ChatMessage:
@@ -317,6 +312,15 @@ def _is_email(value: str) -> bool:
     except ValidationError:
         return False
     return not _has_lone_surrogate(value)
+
+
+def _parse_choose_suggestion(data: dict[str, Any]) -> ChooseSuggestion:
+    message_id = parse_uuid(data.get("message_id"), "message_id")
+    faq_id = data.get("faq_id")
+    # bool is an int in Python; ids are positive and fit the database's 64-bit column.
+    if not isinstance(faq_id, int) or isinstance(faq_id, bool) or not 0 < faq_id < 2**63:
+        raise ProtocolError(ErrorCode.BAD_FIELD, "faq_id must be a suggestion's faq_id.")
+    return ChooseSuggestion(message_id=message_id, faq_id=faq_id)
 
 
 def parse_uuid(value: Any, name: str) -> str:

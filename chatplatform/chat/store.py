@@ -18,7 +18,9 @@ from django.utils import timezone
 
 from chatplatform.conversations.models import Conversation, Message
 from chatplatform.faq.models import FAQ
-from chatplatform.tenants.models import Site
+from chatplatform.suggestions.models import SuggestionOffer
+from chatplatform.suggestions.shown import ShownOffer
+from chatplatform.tenants.models import Site, SuggestionPolicy
 
 # Namespace of answer ids: uuid5(namespace, customer message id + kind).
 _REPLY_NAMESPACE = uuid.UUID("5b0d7c52-6a0e-4f8e-9a37-2f6f3c1b9e10")
@@ -41,6 +43,7 @@ class SiteInfo:
     sla_ms: int
     cache_enabled: bool
     allowed_origins: frozenset[str]
+    suggestion_policy: str = SuggestionPolicy.MODEL_WITH_SUGGESTIONS.value
 
     def allows_origin(self, origin: str | None) -> bool:
         return bool(origin) and origin.rstrip("/").lower() in self.allowed_origins
@@ -58,15 +61,12 @@ def find_site(widget_key: str) -> SiteInfo | None:
         sla_ms=site.sla_ms,
         cache_enabled=site.cache_enabled,
         allowed_origins=frozenset(site.normalized_origins()),
+        suggestion_policy=site.suggestion_policy,
     )
 
 
 def open_conversation(
-    site_id: int,
-    conversation_id: str | None,
-    visitor_id: str,
-    client_ip: str | None,
-    visitor_verified: bool = False,
+    site_id: int, conversation_id: str | None, visitor_id: str, client_ip: str | None
 ) -> tuple[str, bool]:
     """Resume the site's conversation `conversation_id` or start a new one.
 
@@ -77,13 +77,10 @@ def open_conversation(
         exists = Conversation.objects.filter(pk=conversation_id, site_id=site_id).exists()
         if exists:
             return conversation_id, True
-    # The visitor id counts for the cache's admission only when the site vouched for it;
-    # otherwise the client's address does (chat/visitors.py).
+    # An empty visitor id stays empty (not made up): the cache's admission then counts the
+    # client's address as the visitor (chat/tasks.py).
     conversation = Conversation.objects.create(
-        site_id=site_id,
-        visitor_id=visitor_id,
-        visitor_verified=visitor_verified,
-        client_ip=client_ip,
+        site_id=site_id, visitor_id=visitor_id, client_ip=client_ip
     )
     return str(conversation.pk), False
 
@@ -122,6 +119,9 @@ class NewQuestion:
     sla_ms: int
     # An agent holds the conversation: the message is theirs to answer (no answer row).
     to_agent: bool = False
+    # "Did you mean" suggestions shown for it (stored with it); a waiting offer (suggest_first)
+    # gets no model answer row until the customer says "none of these".
+    offer: ShownOffer | None = None
 
 
 def save_questions(questions: list[NewQuestion]) -> list[tuple[str, bool]]:
@@ -165,6 +165,7 @@ def _insert_questions(questions: list[NewQuestion]) -> list[tuple[str, bool]]:
         ).values_list("conversation_id", "client_message_id", "pk")
     }
     rows: list[Message] = []
+    offers: list[SuggestionOffer] = []
     results: list[tuple[str, bool]] = []
     for question in questions:
         key = (question.conversation_id, question.client_message_id)
@@ -192,11 +193,18 @@ def _insert_questions(questions: list[NewQuestion]) -> list[tuple[str, bool]]:
         )
         if question.to_agent:
             continue
-        if question.cached is None:
-            rows.append(_pending_answer(question, message_id))
-        else:
+        if question.cached is not None:
             rows.append(_cached_answer(question, message_id, question.cached))
+        elif question.offer is None or not question.offer.waiting:
+            rows.append(_pending_answer(question, message_id))
+        if question.offer is not None:
+            offers.append(
+                question.offer.row(
+                    message_id, question.site_id, question.conversation_id, question.received_at
+                )
+            )
     Message.objects.bulk_create(rows)
+    SuggestionOffer.objects.bulk_create(offers)
     # One statement for the batch: its messages arrived within milliseconds of each other.
     Conversation.objects.filter(pk__in={q.conversation_id for q in questions}).update(
         last_activity_at=max(q.received_at for q in questions)
@@ -362,6 +370,9 @@ def unfinished_answers(conversation_id: str) -> list[UnfinishedAnswer]:
             source=Message.Source.LLM,
             state__in=(Message.State.PENDING, Message.State.STREAMING),
             in_reply_to__isnull=False,
+            # Delivered already (its end reached a socket just before the finalize stored it),
+            # or cut short by a chosen suggestion: nothing more to wait for.
+            delivered=False,
         )
         .select_related("in_reply_to")
         .order_by("received_at")

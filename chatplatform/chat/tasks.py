@@ -19,8 +19,8 @@ from django.db import OperationalError, transaction
 
 from chatplatform.agents import events as agent_events
 from chatplatform.chat.store import reply_id_for
-from chatplatform.chat.visitors import admission_evidence
 from chatplatform.conversations.models import Conversation, Message
+from chatplatform.suggestions.savings import settle_generation
 from inference.contracts import InferenceResult, TaskName, conversation_group
 
 logger = logging.getLogger(__name__)
@@ -44,6 +44,8 @@ def finalize_answer(result_data: dict) -> str:
     result = InferenceResult.from_dict(result_data)
     reply_id = reply_id_for(result.message_id)
     outcome, offer = persist_result(result, reply_id)
+    if outcome != "duplicate" and result.site_id.isdigit():
+        settle_generation(result, int(result.site_id))  # what a chosen suggestion saved
     if outcome != "stored":
         return outcome
     if result.text and result.finish_reason in CACHEABLE_FINISH_REASONS and offer is not None:
@@ -62,8 +64,7 @@ class CacheOffer:
     """What the cache's admission policy needs to know about the question an answer answers."""
 
     question: str
-    # Who asked, by evidence the server trusts: a visitor the site vouched for, else the
-    # client's address (chat/visitors.py); never the widget's self-chosen visitor id.
+    # Who asked: the widget's visitor id, or the client's address when the widget sent none.
     visitor: str
     # The conversation's first customer message: the model answered it without history, so
     # the answer may suit other customers (a later turn's answer may lean on earlier ones).
@@ -86,11 +87,6 @@ def persist_result(result: InferenceResult, reply_id: str) -> tuple[str, CacheOf
             return "duplicate", None
         arrival = reply.received_at
         ok = bool(result.text) and result.finish_reason not in ("error", "cancelled")
-        if ok and reply.state == Message.State.FAILED:
-            # The customer was told this answer failed (or timed out): that stays true; a
-            # late answer is neither stored nor announced (docs/protocol.md).
-            logger.info("finalize: answer to %s came after it was failed", result.message_id)
-            return "closed", None
         # Only the columns this task owns: `delivered` is the consumer's and may already be set.
         Message.objects.filter(pk=reply_id).update(
             text=result.text,
@@ -121,9 +117,7 @@ def cache_offer(question: Message, conversation: Conversation) -> CacheOffer:
     )
     return CacheOffer(
         question=question.text,
-        visitor=admission_evidence(
-            conversation.visitor_id, conversation.visitor_verified, conversation.client_ip
-        ),
+        visitor=conversation.visitor_id or conversation.client_ip or "",
         first_turn=not earlier_questions,
     )
 

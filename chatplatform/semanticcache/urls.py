@@ -14,5 +14,10 @@ urlpatterns = [
         views.near_miss_action,
         name="near_miss_action",
     ),
+    path(
+        "sites/<int:site_id>/confirmed/action/",
+        views.confirmed_action,
+        name="confirmed_action",
+    ),
     path("entries/action/", views.entry_action, name="entry_action"),
 ]

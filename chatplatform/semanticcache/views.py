@@ -23,6 +23,8 @@ from chatplatform.dashboards.access import readable_sites
 from chatplatform.faq.models import FAQ
 from chatplatform.semanticcache import phrasings
 from chatplatform.semanticcache.service import get_cache
+from chatplatform.suggestions import learning
+from chatplatform.suggestions.models import ConfirmedPhrasing
 from chatplatform.tenants.models import Site
 
 logger = logging.getLogger(__name__)
@@ -96,8 +98,44 @@ def near_misses(request: HttpRequest, site_id: int) -> HttpResponse:
         }
         for miss in get_cache().list_near_misses(str(site.pk))
     ]
-    context = {"site": site, "misses": misses, "title": f"Cache near misses: {site.name}"}
+    context = {
+        "site": site,
+        "misses": misses,
+        "confirmed": learning.confirmed(site),
+        "auto_added": learning.added_automatically(site),
+        "title": f"Cache near misses: {site.name}",
+    }
     return render(request, "semanticcache/near_misses.html", context)
+
+
+CONFIRMED_ACTIONS = ("add", "dismiss", "undo")
+
+
+@staff_member_required
+@require_POST
+def confirmed_action(request: HttpRequest, site_id: int) -> HttpResponse:
+    """A question customers confirmed (by choosing the same suggested FAQ): add it as a
+    phrasing of that FAQ, dismiss it, or undo a phrasing added automatically."""
+    site = _readable_site(request, site_id)
+    back = redirect(reverse("semanticcache:near_misses", args=[site.pk]))
+    action = request.POST.get("action", "")
+    phrasing_id = request.POST.get("phrasing_id", "")
+    if action not in CONFIRMED_ACTIONS or not phrasing_id.isdigit():
+        return HttpResponseBadRequest("unknown action, or no phrasing")
+    if not request.user.has_perm("faq.change_faq"):
+        return HttpResponse("You may not change this site's answers.", status=403)
+    # Only a phrasing of this very site: the form's id is the client's word.
+    phrasing = get_object_or_404(ConfirmedPhrasing, pk=int(phrasing_id), site=site)
+    if action == "add":
+        if phrasing.state != ConfirmedPhrasing.State.OPEN:
+            messages.error(request, "That question was already decided.")
+            return back
+        learning.add_phrasing(phrasing, automatic=False)
+        messages.success(request, f"Added as a phrasing of FAQ {phrasing.faq_id}.")
+    else:
+        learning.dismiss(phrasing)
+        messages.success(request, "Undone." if action == "undo" else "Dismissed.")
+    return back
 
 
 @staff_member_required

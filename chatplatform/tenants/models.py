@@ -30,6 +30,28 @@ def validate_origins(value: list[str]) -> None:
             raise ValidationError(f"{origin!r} is not an origin (scheme://host[:port])")
 
 
+class SuggestionPolicy(models.TextChoices):
+    """What the chat does with "did you mean" suggestions after a cache miss."""
+
+    MODEL_WITH_SUGGESTIONS = (
+        "model_with_suggestions",
+        "model answers, suggestions shown beside it",
+    )
+    SUGGEST_FIRST = (
+        "suggest_first",
+        "suggestions first; the model answers on 'none of these' or a new message",
+    )
+    MODEL_ONLY = "model_only", "model only, no suggestions"
+
+
+# Distinct customers who must choose the same FAQ for the same question before the question is
+# listed as "confirmed by customers" (and, where the site opted in, added as a phrasing). One
+# customer, or two colluding ones, cannot teach the cache a phrasing; three is where the
+# admission of generated answers draws the same line (cache.config.ADMISSION_MIN_VISITORS).
+DEFAULT_CONFIRMATIONS_NEEDED = 3
+MIN_CONFIRMATIONS_NEEDED = 2
+
+
 class Site(models.Model):
     name = models.CharField(max_length=200)
     widget_key = models.CharField(
@@ -59,6 +81,28 @@ class Site(models.Model):
         help_text=(
             "Override of the cache's shipped confidence threshold, from 0 to 1; "
             "empty = shipped default."
+        ),
+    )
+    suggestion_policy = models.CharField(
+        max_length=32,
+        choices=SuggestionPolicy.choices,
+        default=SuggestionPolicy.MODEL_WITH_SUGGESTIONS,
+        help_text="After a cache miss: show related FAQ answers (one click answers), and when.",
+    )
+    confirmations_needed = models.PositiveSmallIntegerField(
+        default=DEFAULT_CONFIRMATIONS_NEEDED,
+        validators=[MinValueValidator(MIN_CONFIRMATIONS_NEEDED), MaxValueValidator(1000)],
+        help_text=(
+            "Distinct customers (by address) who must choose the same FAQ for a question before "
+            "it is listed as confirmed by customers."
+        ),
+    )
+    auto_add_confirmed_phrasings = models.BooleanField(
+        default=False,
+        help_text=(
+            "Add questions confirmed by customers as phrasings of the FAQ they chose, without "
+            "review (listed on the near-miss page, where each can be undone). Questions "
+            "carrying personal data are never added."
         ),
     )
     is_active = models.BooleanField(default=True)

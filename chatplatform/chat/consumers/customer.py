@@ -13,11 +13,14 @@ from channels.db import database_sync_to_async
 from chatplatform import metrics
 from chatplatform.chat import answering, config, limits, store
 from chatplatform.chat.consumers.delivery import PendingAnswer
-from chatplatform.chat.consumers.handoff import HELD, CustomerHandoff
+from chatplatform.chat.consumers.handoff import HELD
+from chatplatform.chat.consumers.suggestions import CustomerSuggestions
 from chatplatform.chat.protocol import (
     ChatMessage,
+    ChooseSuggestion,
     ClientCommand,
     Contact,
+    DeclineSuggestions,
     ErrorCode,
     Feedback,
     Handoff,
@@ -28,11 +31,12 @@ from chatplatform.chat.protocol import (
     ServerType,
 )
 from chatplatform.chat.writer import writer
+from chatplatform.suggestions import offers
 
 logger = logging.getLogger(__name__)
 
 
-class ChatConsumer(CustomerHandoff):
+class ChatConsumer(CustomerSuggestions):
     """The widget's socket at /ws/chat/: acts on each customer frame."""
 
     async def handle(self, command: ClientCommand, arrival: float) -> None:
@@ -56,6 +60,10 @@ class ChatConsumer(CustomerHandoff):
             await self.leave_contact(command)
         elif isinstance(command, Rating):
             await self.rate(command)
+        elif isinstance(command, ChooseSuggestion):
+            await self.choose_suggestion(command, arrival)
+        elif isinstance(command, DeclineSuggestions):
+            await self.decline_suggestions(command, arrival)
 
     async def message_or_internal_error(self, message: ChatMessage, arrival: float) -> None:
         """`message`, with a failure on our side reported against the message (`ref`), so the
@@ -98,6 +106,7 @@ class ChatConsumer(CustomerHandoff):
             )
             metrics.cache_lookup(result.tier, result.hit)
         cached = None
+        offer = None
         if result is not None and result.hit:
             cached = store.CachedAnswer(
                 text=result.answer,
@@ -106,6 +115,8 @@ class ChatConsumer(CustomerHandoff):
                 confidence=result.confidence,
                 arrival=arrival,
             )
+        elif result is not None:
+            offer = await self.offer_for(message.text, result)
         message_id, created = await writer().save(
             store.NewQuestion(
                 site_id=self.site.id,
@@ -116,11 +127,16 @@ class ChatConsumer(CustomerHandoff):
                 cached=cached,
                 sla_ms=self.site.sla_ms,
                 to_agent=to_agent,
+                offer=offer,
             )
         )
         stored = None
         failed = False
-        if not created:
+        # suggest_first: the model waits for the customer's word on the suggestions.
+        waiting = created and offer is not None and offer.waiting
+        if created:
+            await self.pass_over_waiting(message_id)
+        else:
             # A resend after a reconnect: its answer is finished (send it again), failed (say so
             # again: queued again, a worker would skip it and only a late timeout would come)
             # or still to come.
@@ -129,9 +145,14 @@ class ChatConsumer(CustomerHandoff):
             if stored is None:
                 failed = await database_sync_to_async(store.reply_failed)(reply_id)
             if stored is None and not failed and not to_agent:
+                waiting = await database_sync_to_async(offers.is_waiting)(message_id)
+            if stored is None and not failed and not to_agent and not waiting:
                 # Sent to an agent first (no answer row), now resent after a hand-back.
                 to_agent = not await database_sync_to_async(store.reply_exists)(reply_id)
-        if stored is None and not failed and not to_agent and (cached is None or not created):
+        if waiting:
+            if self.turns[-1:] != [("user", message.text)]:
+                self.turns.append(("user", message.text))
+        elif stored is None and not failed and not to_agent and (cached is None or not created):
             # The model's task is queued before the ack: a crash in between leaves the message
             # un-acked, the widget resends it, and it is queued again here (workers answer a
             # message id once, so a second task for it is harmless).
@@ -152,6 +173,10 @@ class ChatConsumer(CustomerHandoff):
         elif created and cached is not None:
             self.turns.append(("user", message.text))
             await self.answer_from_cache(message_id, arrival, cached)
+        elif created and offer is not None:
+            await self.show_suggestions(message_id, message.client_message_id, offer)
+        elif not created and not to_agent:
+            await self.resend_suggestions(message_id)
         await self.tell_agents()
 
     async def answer_from_cache(

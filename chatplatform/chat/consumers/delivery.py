@@ -13,7 +13,7 @@ from typing import Any
 from channels.db import database_sync_to_async
 
 from chatplatform import metrics
-from chatplatform.chat import answering, config, limits, store
+from chatplatform.chat import answering, config, store
 from chatplatform.chat.consumers.background import start_task
 from chatplatform.chat.consumers.connection import CustomerConnection
 from chatplatform.chat.protocol import ErrorCode, ServerType, error_frame
@@ -44,6 +44,10 @@ class PendingAnswer:
 
 class AnswerDelivery(CustomerConnection):
     """Delivery of answers this socket asked for, or resumed from an earlier socket."""
+
+    # Questions whose answer's stream reached this socket: a stream cut short (a suggestion
+    # chosen) is closed only where it was shown. Set by the consumer's connect.
+    streamed: set[str]
 
     async def report_failure(self, message_id: str, client_message_id: str) -> None:
         """Tell the customer that an answer failed: while they were away, or again when they
@@ -107,27 +111,9 @@ class AnswerDelivery(CustomerConnection):
         await self.send_holding(message_id)
 
     async def _timeout_after(self, message_id: str, at: float) -> None:
-        """The answer timeout. It is final: the message is closed in Redis, where the worker
-        looks before sending its final event, so no answer can follow `answer_timeout`, and the
-        generation is cancelled. If the worker closed the message first, its answer (or its
-        refusal) is on its way instead, and this socket waits for it a little longer."""
         await asyncio.sleep(max(0.0, at - time.time()))
-        if message_id not in self.pending:
-            return
-        if await limits.close_unanswered(message_id):
+        if message_id in self.pending:
             await self.fail(message_id, ErrorCode.ANSWER_TIMEOUT, "The answer took too long.")
-            return
-        await asyncio.sleep(config.ANSWER_ON_ITS_WAY_S)
-        if message_id not in self.pending:
-            return  # it came
-        frame = await database_sync_to_async(store.stored_answer)(store.reply_id_for(message_id))
-        if frame is not None:  # stored while its announcement went to no socket of ours
-            self.forget(message_id)
-            await self.deliver_whole(frame)
-            return
-        # The worker concluded but its answer never came (it died in between): say so. The
-        # failed row stays failed even if a finalize turns up later (chat/tasks.py).
-        await self.fail(message_id, ErrorCode.ANSWER_FAILED, "The assistant could not answer.")
 
     async def send_holding(self, message_id: str) -> None:
         """Honest holding reply (with the nearest FAQ answers) if no answer text went out yet."""
@@ -197,6 +183,7 @@ class AnswerDelivery(CustomerConnection):
         pending = self.pending.get(message_id)
         if pending is not None and pending.first_text_at is None:
             pending.first_text_at = time.time()
+        self.streamed.add(message_id)
         await self.send_json(
             {
                 "type": ServerType.ANSWER_DELTA.value,
@@ -209,6 +196,9 @@ class AnswerDelivery(CustomerConnection):
     async def answer_end(self, event: dict[str, Any]) -> None:
         result = InferenceResult.from_dict(event["result"])
         message_id = result.message_id
+        if result.finish_reason == "cancelled" and message_id not in self.pending:
+            await self._close_cut_short(result)
+            return
         if not result.text:
             if message_id in self.pending:
                 await self.fail(message_id, ErrorCode.ANSWER_FAILED, "The model gave no answer.")
@@ -242,6 +232,24 @@ class AnswerDelivery(CustomerConnection):
             sla_met = ttft_ms is not None and ttft_ms <= self.site.sla_ms
             metrics.message_answered("llm", ttft_ms, total_ms, sla_met)
         await database_sync_to_async(store.mark_delivered)(reply_id)
+
+    async def _close_cut_short(self, result: InferenceResult) -> None:
+        """A generation stopped because a suggestion was chosen (or nobody was waiting): the
+        text this socket already showed stays, marked finished; nothing else is shown."""
+        if result.message_id not in self.streamed:
+            return
+        await self.send_json(
+            {
+                "type": ServerType.ANSWER_END.value,
+                "message_id": store.reply_id_for(result.message_id),
+                "reply_to": result.message_id,
+                "text": result.text,
+                "source": "llm",
+                "finish_reason": result.finish_reason,
+                "ttft_ms": result.ttft_ms,
+                "total_ms": round(result.total_ms, 2),
+            }
+        )
 
     async def answer_refused(self, event: dict[str, Any]) -> None:
         await self._worker_failed(event, ErrorCode.MODEL_UNAVAILABLE)

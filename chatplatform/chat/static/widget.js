@@ -1,7 +1,6 @@
 /*
  * Customer-service chat widget. A host page adds one tag:
  *   <script src="https://HOST/static/widget.js" data-site-key="pk_..."></script>
- * (plus, optionally, data-visitor-token="..." signed by the site's server: README)
  * and gets a launcher button and chat panel inside a shadow root (no global CSS either way),
  * talking to wss://HOST/ws/chat/ with protocol v1 (docs/protocol.md). No framework, no CDN.
  *
@@ -17,8 +16,6 @@
     return;
   }
   var SITE_KEY = script.dataset.siteKey;
-  // Optional: the site's signature of its logged-in customer (README, "Embedding the widget").
-  var VISITOR_TOKEN = script.dataset.visitorToken || null;
   var SERVER = new URL(script.src, window.location.href);
   var WS_URL = (SERVER.protocol === "https:" ? "wss://" : "ws://") + SERVER.host + "/ws/chat/";
   var STORE_KEY = "cs-widget:" + SITE_KEY;
@@ -73,11 +70,16 @@
     ".meta button{border:1px solid #cfd5dc;background:#fff;border-radius:6px;cursor:pointer;",
     "padding:2px 7px;font-size:13px}",
     ".meta button[aria-pressed=true]{background:#e3edfb;border-color:#1f5fbf}",
-    ".demo-tag{display:inline-block;margin-top:6px;padding:1px 6px;border-radius:4px;font-size:11px;",
-    "background:#fff4d6;color:#7a5200;border:1px solid #f0d48a}",
     ".suggestions{display:flex;flex-direction:column;gap:4px;margin-top:6px}",
     ".suggestions details{background:#f0f4fa;border-radius:8px;padding:4px 8px}",
     ".suggestions summary{cursor:pointer}",
+    ".chips{align-self:flex-start;display:flex;flex-wrap:wrap;gap:6px;max-width:90%}",
+    ".chips .label{width:100%;font-size:12px;color:#5f6773}",
+    ".chips button{border:1px solid #1f5fbf;color:#1f5fbf;background:#fff;border-radius:14px;",
+    "padding:5px 10px;cursor:pointer;font-size:13px;text-align:left}",
+    ".chips button.none{border-color:#cfd5dc;color:#5f6773}",
+    ".chips button[aria-pressed=true]{background:#1f5fbf;color:#fff}",
+    ".chips button:disabled{cursor:default;opacity:.7}",
     ".typing{align-self:flex-start;color:#5f6773;font-size:13px;padding:2px 6px}",
     ".typing[hidden]{display:none}",
     ".quick{display:flex;flex-wrap:wrap;gap:6px;padding:8px 12px 0;background:#fff}",
@@ -207,6 +209,10 @@
   }
 
   function renderMessage(msg) {
+    if (msg.role === "suggestions") {
+      renderSuggestions(msg);
+      return;
+    }
     var bubble = bubbles[msg.id];
     if (!bubble) {
       bubble = el("div", { class: "msg " + msg.role, "data-id": msg.id });
@@ -226,16 +232,58 @@
       });
       bubble.appendChild(list);
     }
-    if (msg.demo) {
-      // The platform runs the offline demo model (random weights): its text is placeholder.
-      bubble.appendChild(el("div", { class: "demo-tag", title: "This platform runs a demo " +
-        "model with random weights; its answers are placeholder text." },
-        "demo model: random weights, not a real answer"));
-    }
     if (msg.role === "assistant" && msg.done && msg.source !== "fallback") {
       bubble.appendChild(feedbackBar(msg));
     }
     scrollDown();
+  }
+
+  // "Did you mean": FAQs the server suggests for a question the cache missed. One click answers
+  // with the FAQ (the server stops the model's answer); "None of these" lets the model answer
+  // a question that waits for the customer (the site's suggest_first policy).
+  function renderSuggestions(msg) {
+    var box = bubbles[msg.id];
+    if (!box) {
+      box = el("div", { class: "chips", role: "group", "aria-label": "Related answers",
+                        "data-id": msg.id });
+      log.insertBefore(box, typing.parentNode === log ? typing : null);
+      bubbles[msg.id] = box;
+    }
+    box.textContent = "";
+    box.appendChild(el("span", { class: "label" }, "Related answers"));
+    var decided = msg.chosen != null || msg.declined;
+    msg.items.forEach(function (item) {
+      var chip = el("button", { type: "button", "aria-pressed": String(msg.chosen === item.faq_id) },
+                    item.question);
+      chip.disabled = decided;
+      chip.addEventListener("click", function () { chooseSuggestion(msg, item.faq_id); });
+      box.appendChild(chip);
+    });
+    var none = el("button", { type: "button", class: "none", "aria-pressed": String(!!msg.declined) },
+                  "None of these");
+    none.disabled = decided;
+    none.addEventListener("click", function () { declineSuggestions(msg); });
+    box.appendChild(none);
+    scrollDown();
+  }
+
+  function chooseSuggestion(msg, faqId) {
+    if (!send({ type: "choose_suggestion", message_id: msg.reply_to, faq_id: faqId })) {
+      notice("Not connected; try again in a moment.");
+      return;
+    }
+    msg.chosen = faqId;
+    upsert(msg);
+  }
+
+  function declineSuggestions(msg) {
+    if (!send({ type: "decline_suggestions", message_id: msg.reply_to })) {
+      notice("Not connected; try again in a moment.");
+      return;
+    }
+    msg.declined = true;
+    upsert(msg);
+    if (msg.waiting) setTyping(true); // the model answers now
   }
 
   function feedbackBar(msg) {
@@ -320,16 +368,12 @@
   var refused = false; // the hello was refused for good: no more reconnects (see above)
   var attempts = 0;
   var streaming = {}; // answer id -> text so far
-  var answerOf = {}; // question id -> id of the answer being streamed to it
-  var demoModel = false; // welcome.demo_model: model answers come from the offline demo model
 
   function connect() {
     socket = new WebSocket(WS_URL);
     socket.addEventListener("open", function () {
-      var hello = { type: "hello", v: PROTOCOL_VERSION, site_key: SITE_KEY,
-                    conversation_id: state.conversationId, visitor_id: state.visitorId };
-      if (VISITOR_TOKEN) hello.visitor_token = VISITOR_TOKEN;
-      send(hello, true);
+      send({ type: "hello", v: PROTOCOL_VERSION, site_key: SITE_KEY,
+             conversation_id: state.conversationId, visitor_id: state.visitorId }, true);
     });
     socket.addEventListener("message", function (event) {
       var frame;
@@ -417,15 +461,8 @@
       return;
     }
     if (frame.reply_to) {
-      // An answer failed or timed out (the question itself is stored): stop waiting for it.
-      // No answer follows (docs/protocol.md), so text streamed so far is taken away.
+      // An answer failed (the question itself is stored): stop waiting for it.
       setTyping(false);
-      var partial = answerOf[frame.reply_to];
-      delete answerOf[frame.reply_to];
-      if (partial && streaming[partial] !== undefined) {
-        delete streaming[partial];
-        removeMessage(partial);
-      }
     } else if (frame.ref && outboxItem(frame.ref)) {
       // Not acked yet. A failure on the server's side is retried (a resend of a message that
       // was stored after all is answered once); any other error refused it: give it back.
@@ -447,7 +484,6 @@
       case "welcome":
         ready = true;
         attempts = 0;
-        demoModel = frame.demo_model === true;
         setStatus("");
         if (state.conversationId !== frame.conversation_id) {
           state.conversationId = frame.conversation_id;
@@ -474,13 +510,18 @@
         break;
       case "answer":
         setTyping(false);
-        upsert({ id: frame.message_id, role: "assistant", text: frame.text, source: frame.source, done: true,
-                 demo: demoModel && frame.source === "llm" });
+        upsert({ id: frame.message_id, role: "assistant", text: frame.text, source: frame.source, done: true });
         break;
       case "holding":
         upsert({ id: frame.message_id, role: "assistant", text: frame.text, source: "fallback",
                  suggestions: frame.suggestions, done: true });
         setTyping(true);
+        break;
+      case "suggestions":
+        var shown = upsert({ id: "suggestions:" + frame.reply_to, role: "suggestions",
+                             reply_to: frame.reply_to, items: frame.suggestions,
+                             waiting: frame.waiting });
+        if (frame.waiting && shown.chosen == null && !shown.declined) setTyping(false);
         break;
       case "answer.start":
         // A second start of the same answer: it was restarted (a worker or the model server
@@ -489,21 +530,16 @@
           delete streaming[frame.message_id];
           removeMessage(frame.message_id);
         }
-        answerOf[frame.reply_to] = frame.message_id;
         setTyping(true);
         break;
       case "answer.delta":
-        answerOf[frame.reply_to] = frame.message_id;
         streaming[frame.message_id] = (streaming[frame.message_id] || "") + frame.text;
-        upsert({ id: frame.message_id, role: "assistant", text: streaming[frame.message_id], source: "llm", done: false,
-                 demo: demoModel });
+        upsert({ id: frame.message_id, role: "assistant", text: streaming[frame.message_id], source: "llm", done: false });
         break;
       case "answer.end":
         setTyping(false);
         delete streaming[frame.message_id];
-        delete answerOf[frame.reply_to];
-        upsert({ id: frame.message_id, role: "assistant", text: frame.text, source: "llm", done: true,
-                 demo: demoModel });
+        upsert({ id: frame.message_id, role: "assistant", text: frame.text, source: "llm", done: true });
         break;
       case "error":
         handleError(frame);
