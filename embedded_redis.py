@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import redis
 
@@ -52,8 +53,15 @@ class EmbeddedRedis:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self) -> str:
-        """Start the server, wait until it answers PING, and return its URL."""
+    @property
+    def process(self) -> subprocess.Popen[bytes] | None:
+        """The running server's process (for a supervisor to watch), once started."""
+        return self._process
+
+    def start(self, **popen_options: Any) -> str:
+        """Start the server, wait until it answers PING, and return its URL.
+
+        `popen_options` go to `subprocess.Popen` (e.g. a session of its own)."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         args = [
             str(redis_server_binary()),
@@ -69,7 +77,9 @@ class EmbeddedRedis:
             args += ["--appendonly", "yes", "--save", ""]
         else:
             args += ["--appendonly", "no", "--save", ""]
-        self._process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self._process = subprocess.Popen(
+            args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, **popen_options
+        )
         self._wait_until_ready()
         return self.url
 

@@ -1,9 +1,15 @@
-"""`python -m chatplatform.run`: bring the whole platform up on one machine.
+"""`python -m chatplatform.run`: bring the whole platform up on one machine and keep it up.
 
 What it starts, in order: an embedded redis-server (unless REDIS_URL is set), database
-migrations, the demo site, the admin account, the offline chat model (built once, unless
-CHAT_MODEL is set), a CPU-queue Celery worker, an inference Celery worker and the ASGI server.
-Ctrl-C (or SIGTERM) stops everything it started, in reverse order.
+migrations, the demo site (its allowed origins follow HOST and PORT), the admin account, the
+offline chat model (built once, unless CHAT_MODEL is set), then a CPU-queue Celery worker, an
+inference Celery worker, the periodic scheduler (Celery beat, one per box) and the ASGI server.
+
+Every long-running process is a child of one `Supervisor` (chatplatform/supervisor.py): one that
+dies is restarted with backoff and the restart is printed; the others keep serving (they
+reconnect to a restarted Redis by themselves). Only Ctrl-C, SIGTERM or SIGHUP stops everything,
+in reverse order. Before the platform is first healthy, a child that dies stops the start
+instead (a bad setting or a busy port would otherwise restart forever).
 """
 
 from __future__ import annotations
@@ -19,11 +25,13 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from chatplatform.supervisor import Supervisor, die_with_parent, log_tail, spawn_logged
 from embedded_redis import EmbeddedRedis
 
 HOST = os.environ.get("HOST", "127.0.0.1")
 PORT = int(os.environ.get("PORT", "8000"))
 HEALTH_TIMEOUT_S = 300  # first start loads two models on a 2-core box
+SUPERVISE_EVERY_S = 0.5
 # A reply to the health probe that is not JSON (Django's 400 page for a Host it does not
 # serve, a proxy's error page) is "not healthy yet"; past this long it is printed once, since
 # it usually means a setting, not a slow start.
@@ -33,6 +41,13 @@ WILDCARD_ADDRESSES = {"0.0.0.0": "127.0.0.1", "::": "::1"}
 DEFAULT_ALLOWED_HOSTS = ["127.0.0.1", "localhost"]  # as chatplatform/settings/base.py
 CPU_WORKER_THREADS = 4  # finalize tasks are short DB writes
 INFERENCE_WORKER_THREADS = 64  # >= the engine's batch size: each thread waits on one request
+# The offline model `make run` builds when CHAT_MODEL is not set: random weights.
+OFFLINE_MODEL_NOTE = (
+    "The chat model is the offline DEMO model: a tiny DeepSeek-architecture network with RANDOM\n"
+    "  weights. Its answers are gibberish ('trouble trouble ...') and the widget marks them\n"
+    "  'demo model'; FAQ answers (from the cache) are real. For real answers set CHAT_MODEL to\n"
+    "  a checkpoint folder (README: 'GPU worker: model weights')."
+)
 
 PYTHON = sys.executable
 BIN = Path(PYTHON).parent
@@ -55,6 +70,32 @@ def allowed_hosts_for(host: str) -> list[str]:
     return list(dict.fromkeys(hosts))  # without repeats, in order
 
 
+def demo_origins_for(host: str, port: int) -> list[str]:
+    """The page origins a browser on this machine has when it opens the demo shop."""
+    hosts = [*DEFAULT_ALLOWED_HOSTS, url_host(probe_address(host))]
+    if host not in WILDCARD_ADDRESSES:
+        hosts.append(url_host(host))
+    return [f"http://{name}:{port}" for name in dict.fromkeys(hosts)]
+
+
+def child_commands(host: str, port: int) -> dict[str, list[str]]:
+    """The supervised processes besides Redis, in start order, and their command lines."""
+    celery = str(BIN / "celery")
+    return {
+        "worker-cpu": [celery, "-A", "chatplatform.celery_app", "worker", "-Q", "cpu",
+                       "-n", "cpu@%h", "--pool", "threads", "-c", str(CPU_WORKER_THREADS),
+                       "-l", "INFO"],
+        "worker-inference": [celery, "-A", "inference.worker", "worker", "-Q", "inference",
+                             "-n", "inference@%h", "--pool", "threads",
+                             "-c", str(INFERENCE_WORKER_THREADS), "-l", "INFO"],
+        # The periodic schedule (dashboard rollups) in a process of its own: a worker's
+        # embedded beat (-B) outlived a killed worker, and the restarted worker began a second.
+        "beat": [celery, "-A", "chatplatform.celery_app", "beat", "-l", "INFO"],
+        "web": [str(BIN / "daphne"), "-b", host, "-p", str(port),
+                "chatplatform.asgi:application"],
+    }  # fmt: skip
+
+
 def parse_health(body: bytes) -> dict[str, Any] | None:
     """The /healthz JSON, or None when the reply is not it (not healthy yet)."""
     try:
@@ -68,13 +109,15 @@ class Platform:
     def __init__(self, host: str = HOST, port: int = PORT) -> None:
         self.host = host
         self.port = port
-        self.children: list[tuple[str, subprocess.Popen[bytes]]] = []
+        self.supervisor = Supervisor()
         self.redis: EmbeddedRedis | None = None
         self.var_dir = Path(os.environ.get("VAR_DIR", Path.cwd() / "var")).resolve()
+        self.admin_login = ""
+        self.offline_model = False
 
     @property
     def health_url(self) -> str:
-        return f"http://{url_host(probe_address(self.host))}:{self.port}/healthz"
+        return f"{self.base_url}/healthz"
 
     @property
     def base_url(self) -> str:
@@ -92,46 +135,54 @@ class Platform:
                 "(set ALLOWED_HOSTS to serve other names, e.g. this machine's)"
             )
 
-    def manage(self, *args: str) -> None:
-        subprocess.run([PYTHON, "manage.py", *args], check=True)
+    def manage(self, *args: str) -> str:
+        """Run a management command; its output is printed and returned."""
+        done = subprocess.run(
+            [PYTHON, "manage.py", *args], check=True, stdout=subprocess.PIPE, text=True
+        )
+        print(done.stdout, end="", flush=True)
+        return done.stdout
 
-    def spawn(self, name: str, args: list[str]) -> None:
-        log_path = self.var_dir / "logs" / f"{name}.log"
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        log = open(log_path, "ab")  # noqa: SIM115 - lives as long as the child
-        print(f"  starting {name} (log: {log_path})")
-        child = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
-        self.children.append((name, child))
+    def log_path(self, name: str) -> Path:
+        return self.var_dir / "logs" / f"{name}.log"
+
+    def supervise(self, name: str, args: list[str]) -> None:
+        log_path = self.log_path(name)
+        print(f"  starting {name} (log: {log_path})", flush=True)
+        self.supervisor.add(name, lambda: spawn_logged(args, log_path), log_path)
+
+    def supervise_redis(self) -> None:
+        port = int(os.environ.get("EMBEDDED_REDIS_PORT", "6390"))
+        redis = self.redis = EmbeddedRedis(port=port, data_dir=self.var_dir / "redis")
+
+        def start() -> subprocess.Popen[bytes]:
+            # The same port and data: the append-only file brings queued tasks back.
+            redis.start(start_new_session=True, preexec_fn=die_with_parent)
+            assert redis.process is not None
+            return redis.process
+
+        self.supervisor.add("redis-server", start, redis.data_dir / "redis.log")
+        os.environ["REDIS_URL"] = redis.url
+        print(f"embedded redis-server on {redis.url}", flush=True)
 
     def start(self) -> None:
         os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatplatform.settings.local")
         self.allow_own_host()  # before any child reads the settings
         if not os.environ.get("REDIS_URL"):
-            port = int(os.environ.get("EMBEDDED_REDIS_PORT", "6390"))
-            self.redis = EmbeddedRedis(port=port, data_dir=self.var_dir / "redis")
-            os.environ["REDIS_URL"] = self.redis.start()
-            print(f"embedded redis-server on {os.environ['REDIS_URL']}")
+            self.supervise_redis()
         self.manage("check", "--fail-level", "ERROR")
         self.manage("migrate", "--noinput", "-v", "0")
-        self.manage("load_demo_site")
-        self.manage("ensure_admin")
+        self.manage("load_demo_site", "--origins", *demo_origins_for(self.host, self.port))
+        self.admin_login = self.manage("ensure_admin").strip()
         if not os.environ.get("CHAT_MODEL"):
             model_dir = self.var_dir / "models" / "tiny-deepseek"
             subprocess.run(
                 [PYTHON, "-m", "inference.build_model", "--out", str(model_dir)], check=True
             )
             os.environ["CHAT_MODEL"] = str(model_dir)
-        celery = str(BIN / "celery")
-        # -B: the CPU worker also runs the periodic schedule (dashboard rollups); one per box.
-        self.spawn("worker-cpu", [celery, "-A", "chatplatform.celery_app", "worker", "-Q", "cpu",
-                                  "-n", "cpu@%h", "--pool", "threads", "-B",
-                                  "-c", str(CPU_WORKER_THREADS), "-l", "INFO"])  # fmt: skip
-        self.spawn("worker-inference", [celery, "-A", "inference.worker", "worker",
-                                        "-Q", "inference", "-n", "inference@%h",
-                                        "--pool", "threads", "-c", str(INFERENCE_WORKER_THREADS),
-                                        "-l", "INFO"])  # fmt: skip
-        self.spawn("web", [str(BIN / "daphne"), "-b", self.host, "-p", str(self.port),
-                           "chatplatform.asgi:application"])  # fmt: skip
+            self.offline_model = True
+        for name, args in child_commands(self.host, self.port).items():
+            self.supervise(name, args)
 
     def wait_healthy(self, timeout_s: float = HEALTH_TIMEOUT_S) -> dict[str, Any]:
         """The /healthz JSON once it says "ok"; raises RuntimeError after `timeout_s`."""
@@ -168,52 +219,73 @@ class Platform:
             return None, b""
 
     def raise_if_a_child_died(self) -> None:
-        for name, child in self.children:
-            if child.poll() is not None:
-                raise RuntimeError(
-                    f"{name} exited with {child.returncode}; see var/logs/{name}.log"
-                )
+        """Before the first healthy moment a death is a failed start, not a crash."""
+        for child in self.supervisor.exited():
+            assert child.process is not None
+            tail = "\n".join(f"    {line}" for line in log_tail(child.log_path, 15))
+            raise RuntimeError(
+                f"{child.name} exited with {child.process.returncode} while starting; "
+                f"see {child.log_path}:\n{tail}"
+            )
+
+    def banner(self, health: dict[str, Any]) -> str:
+        base = self.base_url
+        lines = [
+            "",
+            f"platform up: {json.dumps(health['status'])}",
+            f"  demo shop with the chat widget: {base}/",
+            f"  admin:                          {base}/admin/",
+            f"                                  {self.admin_login}",
+            f"  dashboard:                      {base}/dashboard/",
+            f"  semantic cache pages:           {base}/cache/",
+            f"  health:                         {base}/healthz",
+        ]
+        if self.offline_model:
+            lines += ["", OFFLINE_MODEL_NOTE]
+        lines += [
+            "",
+            "A part that dies is restarted (said here); Ctrl-C stops everything.",
+            f"Logs: {self.var_dir / 'logs'}",
+            "",
+        ]
+        return "\n".join(lines)
+
+    def run_forever(self) -> None:
+        while True:
+            self.supervisor.check()
+            time.sleep(SUPERVISE_EVERY_S)
 
     def stop(self) -> None:
-        for name, child in reversed(self.children):
-            if child.poll() is None:
-                print(f"  stopping {name}")
-                child.terminate()
-        for _, child in self.children:
-            try:
-                child.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                child.kill()
-        if self.redis is not None:
-            print("  stopping embedded redis-server")
-            self.redis.stop()
+        self.supervisor.stop()
+
+
+def _stop_on_signal(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
 def main() -> int:
     platform = Platform()
-    # SIGTERM behaves like Ctrl-C so `kill` also stops every child.
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    # SIGTERM (kill) and SIGHUP (the terminal closed) stop everything like Ctrl-C.
+    signal.signal(signal.SIGTERM, _stop_on_signal)
+    signal.signal(signal.SIGHUP, _stop_on_signal)
     try:
         platform.start()
         health = platform.wait_healthy()
-        base = platform.base_url
-        print(f"\nplatform up: {json.dumps(health['status'])}")
-        print(f"  demo shop with the chat widget: {base}/")
-        print(f"  admin:                          {base}/admin/   (credentials above)")
-        print(f"  dashboard:                      {base}/dashboard/")
-        print(f"  health:                         {base}/healthz")
-        print("Ctrl-C stops everything.\n", flush=True)
-        while True:
-            platform.raise_if_a_child_died()
-            time.sleep(1)
+        print(platform.banner(health), flush=True)
+        platform.run_forever()
     except KeyboardInterrupt:
-        print("\nstopping...")
+        print("\nstopping...", flush=True)
         return 0
     except (RuntimeError, subprocess.CalledProcessError) as error:
         print(f"\nerror: {error}", file=sys.stderr)
         return 1
     finally:
+        # Stopping takes a few seconds (workers finish what they run): a second Ctrl-C or
+        # SIGTERM must not abandon it half-way and leave children running.
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, signal.SIG_IGN)
         platform.stop()
+    return 0
 
 
 if __name__ == "__main__":

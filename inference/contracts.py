@@ -56,6 +56,17 @@ def cancel_key(message_id: str) -> str:
     return f"inference:cancel:{message_id}"
 
 
+def answered_key(message_id: str) -> str:
+    """Redis key that closes a message once, taken with SET NX: by the worker that sends its
+    final event (answer.end, answer.refused, answer.error), or by the chat layer when the
+    answer timed out (the worker then sends nothing more). Whoever takes it has the last word."""
+    return f"inference:answered:{message_id}"
+
+
+# Longer than any redelivery or late timeout of the same message.
+ANSWERED_TTL_S = 24 * 3600
+
+
 @dataclass(frozen=True)
 class PromptMessage:
     role: str  # "system" | "user" | "assistant"

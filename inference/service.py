@@ -27,10 +27,12 @@ from typing import Any
 import redis
 
 from inference.contracts import (
+    ANSWERED_TTL_S,
     InferenceRequest,
     InferenceResult,
     PromptMessage,
     StreamEventType,
+    answered_key,
     cancel_key,
     conversation_group,
 )
@@ -49,13 +51,8 @@ LEASE_RENEW_S = 2.0
 # How often a waiting task thread checks the cancel key: "stop at the next step" with a
 # decode step of tens of milliseconds.
 CANCEL_POLL_S = 0.05
-ANSWERED_TTL_S = 24 * 3600  # remember answered requests longer than any redelivery
 SEND_TIMEOUT_S = 10.0
 _SITE_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
-
-
-def answered_key(message_id: str) -> str:
-    return f"inference:answered:{message_id}"
 
 
 def lease_key(message_id: str) -> str:

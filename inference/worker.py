@@ -16,16 +16,26 @@ warmed up there, so the first customer does not pay for it.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from collections.abc import Mapping
 from typing import Any
 
+import redis
 from celery import Celery, signals
+from celery.exceptions import Reject
 
+from inference.broker import TRANSPORT, redelivery_within_s, transport_options
 from inference.contracts import Queue, TaskName
 from inference.envvars import EnvSettingError, positive_int
 from inference.service import STALE_AFTER_S
+
+logger = logging.getLogger(__name__)
+
+# Errors that mean "Redis is unreachable right now", not "this request is bad": the result
+# future of a stream event that never reached Redis times out with the builtin TimeoutError.
+REDIS_UNAVAILABLE = (redis.ConnectionError, redis.TimeoutError, TimeoutError)
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 
@@ -33,20 +43,10 @@ REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 # comes when the answer is done), which is how a killed worker's request reaches another
 # worker. It must come back well before the service refuses it as stale (STALE_AFTER_S after
 # its deadline) and, better, before the chat layer gives the customer up (60 s answer
-# timeout by default): 20 s plus one restore sweep (10 s) leaves the model about half a
-# minute to answer. Shorter than the longest answer is fine: a copy redelivered while the
-# first delivery still streams waits on that delivery's lease and never generates twice.
+# timeout by default): 20 s plus one sweep (5 s) leaves the model over half a minute to
+# answer. A longer answer is not redelivered while it runs: the worker renews the deliveries
+# it holds before every sweep (inference/broker.py).
 DEFAULT_VISIBILITY_TIMEOUT_S = 20
-
-
-def restore_interval_s(visibility_timeout_s: int) -> int:
-    """How often the broker sweeps for abandoned tasks: soon after the timeout passes."""
-    return max(1, min(10, visibility_timeout_s // 2))
-
-
-def redelivery_within_s(visibility_timeout_s: int) -> int:
-    """Worst case from a worker's death until another worker receives its unacked task."""
-    return visibility_timeout_s + restore_interval_s(visibility_timeout_s)
 
 
 def visibility_timeout_from_env(env: Mapping[str, str]) -> int:
@@ -72,19 +72,11 @@ app.conf.update(
     task_reject_on_worker_lost=True,
     worker_prefetch_multiplier=1,
     broker_connection_retry_on_startup=True,
-    broker_transport_options={
-        "visibility_timeout": VISIBILITY_TIMEOUT_S,
-        # Sweep for abandoned tasks often enough to notice them soon after the timeout.
-        "unacked_restore_interval": restore_interval_s(VISIBILITY_TIMEOUT_S),
-        "unacked_restore_throttle": 1,
-        # kombu keeps unacknowledged deliveries under fixed key names per Redis database, and
-        # its sweep restores every entry older than *this* app's timeout: with the default
-        # names this worker would also re-queue the CPU worker's tasks after 20 s while they
-        # still run. Keys of its own keep the short timeout to inference tasks.
-        "unacked_key": "inference_unacked",
-        "unacked_index_key": "inference_unacked_index",
-        "unacked_mutex_key": "inference_unacked_mutex",
-    },
+    # Renews running deliveries and survives a Redis restart (inference/broker.py).
+    broker_transport=TRANSPORT,
+    # Keys of its own ("inference_unacked", ...): the CPU worker's tasks, under the default
+    # names, are swept with the CPU app's own timeout, never this one.
+    broker_transport_options=transport_options(VISIBILITY_TIMEOUT_S, key_prefix="inference"),
     task_routes={TaskName.FINALIZE_ANSWER.value: {"queue": Queue.CPU.value}},
     task_default_queue=Queue.INFERENCE.value,
 )
@@ -143,4 +135,16 @@ def _stop_engine(**_: Any) -> None:
     reject_on_worker_lost=True,
 )
 def generate_answer(request: dict[str, Any]) -> str:
-    return get_runtime().service.handle(request)
+    try:
+        return get_runtime().service.handle(request)
+    except REDIS_UNAVAILABLE as error:
+        # Redis went away mid-answer (a restart, a failover): the answer is not done, and a
+        # failed task would be acknowledged and lost. Back on the queue with it; the delivery
+        # stays in Redis if even that fails, and the sweep brings it back. A request that was
+        # answered already is recognised then (answered-once key) and not answered again.
+        logger.warning("message %s: Redis unavailable (%s); requeued", _message_id(request), error)
+        raise Reject(error, requeue=True) from error
+
+
+def _message_id(request: Any) -> str:
+    return str(request.get("message_id")) if isinstance(request, dict) else "?"

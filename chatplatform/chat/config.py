@@ -48,8 +48,13 @@ PRESENCE_TTL_S = CONNECTION_COUNT_TTL_S
 # The holding reply must reach the customer inside the SLA: it is sent this long before the
 # deadline if no token has arrived (covers FAQ suggestion lookup + send on a loaded box).
 HOLDING_REPLY_MARGIN_MS = get_from_env("CHAT_HOLDING_REPLY_MARGIN_MS", 80, positive_int)
-# After the holding reply the answer still follows; past this we give up and say so.
+# After the holding reply the answer still follows; past this we give up and say so. The
+# timeout is final: the generation is cancelled and no answer follows it (docs/protocol.md).
 ANSWER_TIMEOUT_S = get_from_env("CHAT_ANSWER_TIMEOUT_S", 60.0, positive_float)
+# When the model concluded just before the timeout, its answer is on its way: streamed within
+# a second, or stored by the finalize task, which a killed CPU worker's redelivery (30 s
+# visibility timeout + 7 s sweep, chatplatform/settings/base.py) may delay this long.
+ANSWER_ON_ITS_WAY_S = 45.0
 # A customer whose socket dropped usually comes back within seconds (reload, flaky network);
 # only when nobody is connected to the conversation after this do we cancel its generation.
 CANCEL_GRACE_S = get_from_env("CHAT_CANCEL_GRACE_S", 15.0, positive_float)

@@ -193,3 +193,19 @@ async def request_cancel(message_id: str) -> None:
     from inference.contracts import cancel_key
 
     await redis_client().set(cancel_key(message_id), "1", ex=config.CANCEL_KEY_TTL_S)
+
+
+async def close_unanswered(message_id: str) -> bool:
+    """Close a message that timed out, unless its worker already concluded it.
+
+    True: the message is closed here (its answer will never be sent: the worker finds it
+    answered and sends nothing more) and its generation is cancelled. False: the worker took
+    the key first, so its final event (or the stored answer) is on its way.
+    """
+    from inference.contracts import ANSWERED_TTL_S, answered_key
+
+    client = redis_client()
+    if not await client.set(answered_key(message_id), "timeout", nx=True, ex=ANSWERED_TTL_S):
+        return False
+    await request_cancel(message_id)
+    return True

@@ -117,6 +117,7 @@ class Hello:
     site_key: str
     conversation_id: str | None
     visitor_id: str
+    visitor_token: str | None = None  # the site's signature of a visitor (chat/visitors.py)
 
 
 @dataclass(frozen=True)
@@ -177,10 +178,17 @@ ClientCommand = (
 
 # Client-chosen ids: short and boring, so they are safe in logs, keys and the database column.
 _CLIENT_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+# A site's signed visitor token (checked for its signature by chat/visitors.py).
+_VISITOR_TOKEN = re.compile(r"[A-Za-z0-9_.:-]{1,200}")
 # The longest spelling uuid.UUID accepts ("urn:uuid:{...}"); longer text is not an id.
 _MAX_UUID_CHARS = 47
 # Control characters other than tab/newline never belong in a chat message.
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# Protocol frames are flat objects (depth 1). Deeper JSON is never a valid frame, and ~1,000
+# levels (a 2 KB frame) made the decoder raise RecursionError, a traceback in the log at will.
+MAX_JSON_DEPTH = 16
+# A JSON string (escapes included) or a bracket: brackets inside strings are not nesting.
+_JSON_STRING_OR_BRACKET = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
 
 
 def load_frame(text: str) -> dict[str, Any]:
@@ -189,9 +197,13 @@ def load_frame(text: str) -> dict[str, Any]:
         raise ProtocolError(
             ErrorCode.FRAME_TOO_LARGE, f"Frames are limited to {config.MAX_FRAME_BYTES} bytes."
         )
+    if _nesting_depth(text) > MAX_JSON_DEPTH:
+        raise ProtocolError(
+            ErrorCode.BAD_JSON, f"Frames are flat JSON objects (nesting over {MAX_JSON_DEPTH})."
+        )
     try:
         data = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: a last guard, see MAX_JSON_DEPTH
         raise ProtocolError(ErrorCode.BAD_JSON, "Frames must be JSON objects.") from None
     if not isinstance(data, dict):
         raise ProtocolError(ErrorCode.BAD_JSON, "Frames must be JSON objects.")
@@ -221,6 +233,21 @@ def parse_client_frame(text: str) -> ClientCommand:
     return parsers[ClientType(kind)](data)
 
 
+def _nesting_depth(text: str) -> int:
+    """How deep arrays and objects nest in `text` (JSON or not), without decoding it."""
+    if text.count("[") + text.count("{") <= MAX_JSON_DEPTH:
+        return 0  # the common case, answered by two C-speed counts: it cannot nest deeper
+    depth = deepest = 0
+    for token in _JSON_STRING_OR_BRACKET.finditer(text):
+        bracket = token.group()
+        if bracket in ("[", "{"):
+            depth += 1
+            deepest = max(deepest, depth)
+        elif bracket in ("]", "}"):
+            depth -= 1
+    return deepest
+
+
 def _parse_hello(data: dict[str, Any]) -> Hello:
     version = data.get("v")
     # bool is an int in Python: `true` must not pass for version 1.
@@ -245,7 +272,19 @@ def _parse_hello(data: dict[str, Any]) -> Hello:
         visitor_id = ""
     elif not _is_client_id(visitor_id):
         raise ProtocolError(ErrorCode.BAD_FIELD, "visitor_id must be 1-64 letters, digits or _.:-")
-    return Hello(site_key=site_key, conversation_id=conversation_id, visitor_id=visitor_id)
+    visitor_token = data.get("visitor_token")
+    if visitor_token is not None and not (
+        isinstance(visitor_token, str) and _VISITOR_TOKEN.fullmatch(visitor_token)
+    ):
+        raise ProtocolError(
+            ErrorCode.BAD_FIELD, "visitor_token must be 1-200 letters, digits or _.:-"
+        )
+    return Hello(
+        site_key=site_key,
+        conversation_id=conversation_id,
+        visitor_id=visitor_id,
+        visitor_token=visitor_token,
+    )
 
 
 def parse_message_fields(data: dict[str, Any]) -> ChatMessage:

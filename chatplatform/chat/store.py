@@ -66,7 +66,11 @@ def find_site(widget_key: str) -> SiteInfo | None:
 
 
 def open_conversation(
-    site_id: int, conversation_id: str | None, visitor_id: str, client_ip: str | None
+    site_id: int,
+    conversation_id: str | None,
+    visitor_id: str,
+    client_ip: str | None,
+    visitor_verified: bool = False,
 ) -> tuple[str, bool]:
     """Resume the site's conversation `conversation_id` or start a new one.
 
@@ -77,10 +81,13 @@ def open_conversation(
         exists = Conversation.objects.filter(pk=conversation_id, site_id=site_id).exists()
         if exists:
             return conversation_id, True
-    # An empty visitor id stays empty (not made up): the cache's admission then counts the
-    # client's address as the visitor (chat/tasks.py).
+    # The visitor id counts for the cache's admission only when the site vouched for it;
+    # otherwise the client's address does (chat/visitors.py).
     conversation = Conversation.objects.create(
-        site_id=site_id, visitor_id=visitor_id, client_ip=client_ip
+        site_id=site_id,
+        visitor_id=visitor_id,
+        visitor_verified=visitor_verified,
+        client_ip=client_ip,
     )
     return str(conversation.pk), False
 

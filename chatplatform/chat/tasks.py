@@ -19,6 +19,7 @@ from django.db import OperationalError, transaction
 
 from chatplatform.agents import events as agent_events
 from chatplatform.chat.store import reply_id_for
+from chatplatform.chat.visitors import admission_evidence
 from chatplatform.conversations.models import Conversation, Message
 from chatplatform.suggestions.savings import settle_generation
 from inference.contracts import InferenceResult, TaskName, conversation_group
@@ -64,7 +65,8 @@ class CacheOffer:
     """What the cache's admission policy needs to know about the question an answer answers."""
 
     question: str
-    # Who asked: the widget's visitor id, or the client's address when the widget sent none.
+    # Who asked, by evidence the server trusts: a visitor the site vouched for, else the
+    # client's address (chat/visitors.py); never the widget's self-chosen visitor id.
     visitor: str
     # The conversation's first customer message: the model answered it without history, so
     # the answer may suit other customers (a later turn's answer may lean on earlier ones).
@@ -87,6 +89,11 @@ def persist_result(result: InferenceResult, reply_id: str) -> tuple[str, CacheOf
             return "duplicate", None
         arrival = reply.received_at
         ok = bool(result.text) and result.finish_reason not in ("error", "cancelled")
+        if ok and reply.state == Message.State.FAILED:
+            # The customer was told this answer failed (or timed out): that stays true; a
+            # late answer is neither stored nor announced (docs/protocol.md).
+            logger.info("finalize: answer to %s came after it was failed", result.message_id)
+            return "closed", None
         # Only the columns this task owns: `delivered` is the consumer's and may already be set.
         Message.objects.filter(pk=reply_id).update(
             text=result.text,
@@ -117,7 +124,9 @@ def cache_offer(question: Message, conversation: Conversation) -> CacheOffer:
     )
     return CacheOffer(
         question=question.text,
-        visitor=conversation.visitor_id or conversation.client_ip or "",
+        visitor=admission_evidence(
+            conversation.visitor_id, conversation.visitor_verified, conversation.client_ip
+        ),
         first_turn=not earlier_questions,
     )
 

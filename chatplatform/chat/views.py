@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.templatetags.static import static
@@ -19,5 +20,6 @@ def demo_shop(request: HttpRequest) -> HttpResponse:
     context = {
         "site": site,
         "widget_src": request.build_absolute_uri(static("widget.js")),
+        "demo_model": settings.DEMO_MODEL,
     }
     return render(request, "chat/demo_shop.html", context, status=200 if site else 503)

@@ -19,6 +19,10 @@ class Conversation(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     site = models.ForeignKey(Site, on_delete=models.CASCADE, related_name="conversations")
     visitor_id = models.CharField(max_length=64, help_text="Anonymous id kept by the widget.")
+    visitor_verified = models.BooleanField(
+        default=False,
+        help_text="The site vouched for visitor_id with a signed token (chat/visitors.py).",
+    )
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.OPEN)
     client_ip = models.GenericIPAddressField(null=True, blank=True)
     started_at = models.DateTimeField(auto_now_add=True)

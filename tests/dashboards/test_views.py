@@ -108,3 +108,14 @@ def test_bad_date_range_is_a_400_with_a_message(client: Client, superuser: User)
     response = client.get("/dashboard/", {"start": "2026-03-05", "end": "2026-03-01"})
     assert response.status_code == 400
     assert b"The start date is after the end date." in response.content
+
+
+def test_the_dashboard_does_not_claim_a_gpu(
+    client: Client, shop_staff: User, known_data: KnownData
+) -> None:
+    # a CPU-only run (the offline demo model) has model answers too: they did not run on a GPU
+    client.force_login(shop_staff)
+    page = client.get("/dashboard/", RANGE)
+    assert page.status_code == 200
+    assert b"ran on the GPU" not in page.content
+    assert b"model answers generated" in page.content

@@ -137,3 +137,18 @@ def test_conversations_are_read_only(admin_client_logged_in: Client) -> None:
     assert response.status_code == 403
     conversation.refresh_from_db()
     assert conversation.visitor_id == "v1"
+
+
+def test_the_admin_index_links_the_platform_pages(admin_client_logged_in: Client) -> None:
+    response = admin_client_logged_in.get("/admin/")
+    page = response.content.decode()
+    assert response.status_code == 200
+    for href in ('href="/dashboard/"', 'href="/dashboard/gaps/"', 'href="/cache/"'):
+        assert href in page
+
+
+def test_favicon_is_served() -> None:
+    response = Client().get("/favicon.ico")
+    assert response.status_code == 200
+    assert response["Content-Type"] == "image/svg+xml"
+    assert response.content.startswith(b"<svg")

@@ -62,3 +62,79 @@ def test_the_inference_sweep_redelivers_an_abandoned_inference_task(
     sweep_as_the_inference_worker(until=lambda: redis_client.llen(INFERENCE_QUEUE) > 0)
     assert redis_client.llen(INFERENCE_QUEUE) == 1
     assert not redis_client.hexists(inference_keys[0], "inference-task")
+
+
+RENEW_QUEUE = "test-broker-renewal"
+
+
+def test_a_delivery_the_worker_still_holds_is_renewed_not_redelivered(
+    redis_client: redis_lib.Redis,
+) -> None:
+    # given a task this worker received and still runs, long past the visibility timeout
+    with inference_app.connection_for_write() as connection:
+        channel = connection.default_channel
+        connection.SimpleQueue(RENEW_QUEUE).put({"long": "task"})
+        held = channel.basic_get(RENEW_QUEUE, no_ack=False)
+        assert held is not None
+        tag = held.delivery_tag
+        redis_client.zadd(channel.unacked_index_key, {tag: time.time() - HELD_FOR_S})
+        # and the delivery of a worker that died, just as old
+        hold_unacked(
+            redis_client,
+            (channel.unacked_key, channel.unacked_index_key),
+            "dead-worker-task",
+            INFERENCE_QUEUE,
+        )
+        # when the worker sweeps
+        channel.qos.restore_visible(num=100, interval=1)
+        # then its own task stays where it is, renewed; the dead worker's comes back
+        assert redis_client.llen(RENEW_QUEUE) == 0
+        assert redis_client.hexists(channel.unacked_key, tag)
+        assert redis_client.zscore(channel.unacked_index_key, tag) > time.time() - 5
+        assert redis_client.llen(INFERENCE_QUEUE) == 1
+        # and once acknowledged, renewal does not bring it back
+        held.ack()
+        channel.qos._flush()
+        channel.qos.restore_visible(num=100, interval=1)
+        assert redis_client.zscore(channel.unacked_index_key, tag) is None
+
+
+def test_an_ack_after_the_connection_was_replaced_does_not_raise(
+    redis_client: redis_lib.Redis,
+) -> None:
+    # given a task received on a connection that was then lost and closed (as the worker's
+    # consumer does on a Redis restart) while the task kept running
+    with inference_app.connection_for_write() as connection:
+        channel = connection.default_channel
+        connection.SimpleQueue(RENEW_QUEUE).put({"running": "task"})
+        held = channel.basic_get(RENEW_QUEUE, no_ack=False)
+        connection.collect()
+        connection.close()
+    # when the task finishes and acknowledges it: no AttributeError (it stopped the worker)
+    held.ack()
+    # then the delivery stays in Redis, for the sweep to bring back and be found done
+    assert redis_client.hexists("inference_unacked", held.delivery_tag)
+
+
+def test_a_dead_cpu_workers_task_comes_back_within_its_visibility_timeout(
+    redis_client: redis_lib.Redis,
+) -> None:
+    # given a finalize task whose CPU worker was killed mid-way, a little over 30 s ago
+    from django.conf import settings
+
+    with cpu_app.connection_for_write() as connection:
+        channel = connection.default_channel
+        keys = (channel.unacked_key, channel.unacked_index_key)
+        hold_unacked(redis_client, keys, "killed-finalize", CPU_QUEUE)
+        redis_client.zadd(
+            keys[1], {"killed-finalize": time.time() - settings.CPU_VISIBILITY_TIMEOUT_S - 1}
+        )
+        # when a CPU worker sweeps (kombu's default timeout was an hour: it stayed put)
+        for _ in range(SWEEPS):
+            channel.qos.restore_visible(num=100, interval=1)
+            if redis_client.llen(CPU_QUEUE):
+                break
+            time.sleep(0.05)
+    # then it is back on its queue for another worker
+    assert redis_client.llen(CPU_QUEUE) == 1
+    assert settings.CPU_VISIBILITY_TIMEOUT_S <= 60

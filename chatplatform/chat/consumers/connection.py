@@ -68,6 +68,27 @@ class CustomerConnection(GuardedConsumer):
         metrics.connection_opened()
         self.idle_watch = start_task(self._close_when_idle(), "idle watch")
 
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        """The consumer's whole life. However it ends, its timers end with it.
+
+        When the channel layer fails (a Redis restart), channels raises out of here and daphne
+        drops the socket without calling `disconnect`: the answer timers kept running, and a
+        timeout that fired on the dead socket was recorded as told to the customer, who was
+        then told nothing on their return. Stopped here, the returning customer's socket
+        resumes those answers (their timers counting from the question's arrival)."""
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.stop_timers()
+
+    def stop_timers(self) -> None:
+        for pending in getattr(self, "pending", {}).values():
+            for timer in pending.timers:
+                timer.cancel()
+        idle_watch = getattr(self, "idle_watch", None)
+        if idle_watch is not None:
+            idle_watch.cancel()
+
     async def disconnect(self, code: int) -> None:
         if not self.counted:
             return

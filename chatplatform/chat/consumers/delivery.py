@@ -13,7 +13,7 @@ from typing import Any
 from channels.db import database_sync_to_async
 
 from chatplatform import metrics
-from chatplatform.chat import answering, config, store
+from chatplatform.chat import answering, config, limits, store
 from chatplatform.chat.consumers.background import start_task
 from chatplatform.chat.consumers.connection import CustomerConnection
 from chatplatform.chat.protocol import ErrorCode, ServerType, error_frame
@@ -111,9 +111,27 @@ class AnswerDelivery(CustomerConnection):
         await self.send_holding(message_id)
 
     async def _timeout_after(self, message_id: str, at: float) -> None:
+        """The answer timeout. It is final: the message is closed in Redis, where the worker
+        looks before sending its final event, so no answer can follow `answer_timeout`, and the
+        generation is cancelled. If the worker closed the message first, its answer (or its
+        refusal) is on its way instead, and this socket waits for it a little longer."""
         await asyncio.sleep(max(0.0, at - time.time()))
-        if message_id in self.pending:
+        if message_id not in self.pending:
+            return
+        if await limits.close_unanswered(message_id):
             await self.fail(message_id, ErrorCode.ANSWER_TIMEOUT, "The answer took too long.")
+            return
+        await asyncio.sleep(config.ANSWER_ON_ITS_WAY_S)
+        if message_id not in self.pending:
+            return  # it came
+        frame = await database_sync_to_async(store.stored_answer)(store.reply_id_for(message_id))
+        if frame is not None:  # stored while its announcement went to no socket of ours
+            self.forget(message_id)
+            await self.deliver_whole(frame)
+            return
+        # The worker concluded but its answer never came (it died in between): say so. The
+        # failed row stays failed even if a finalize turns up later (chat/tasks.py).
+        await self.fail(message_id, ErrorCode.ANSWER_FAILED, "The assistant could not answer.")
 
     async def send_holding(self, message_id: str) -> None:
         """Honest holding reply (with the nearest FAQ answers) if no answer text went out yet."""

@@ -7,9 +7,10 @@ import time
 from dataclasses import dataclass, field
 
 from channels.db import database_sync_to_async
+from django.conf import settings
 
 from chatplatform.agents import inbox, records
-from chatplatform.chat import answering, config, limits, store
+from chatplatform.chat import answering, config, limits, store, visitors
 from chatplatform.chat.consumers.background import start_task
 from chatplatform.chat.consumers.delivery import AnswerDelivery
 from chatplatform.chat.protocol import ErrorCode, Hello, ProtocolError, ServerType
@@ -28,8 +29,17 @@ class CustomerHello(AnswerDelivery):
         if self.conversation_id is not None:
             raise ProtocolError(ErrorCode.ALREADY_HELLO, "This socket already joined a chat.")
         site = await self.active_site(hello.site_key)
+        vouched = (
+            visitors.verified_visitor(hello.site_key, hello.visitor_token)
+            if hello.visitor_token
+            else None
+        )
         conversation_id, resumed = await database_sync_to_async(store.open_conversation)(
-            site.id, hello.conversation_id, hello.visitor_id, self.client_ip
+            site.id,
+            hello.conversation_id,
+            vouched or hello.visitor_id,
+            self.client_ip,
+            visitor_verified=vouched is not None,
         )
         # Join the group before reading what was missed, so that an answer finished in
         # between is either in that read or announced to this socket.
@@ -57,6 +67,8 @@ class CustomerHello(AnswerDelivery):
                 "sla_ms": site.sla_ms,
                 "max_message_chars": config.MAX_MESSAGE_CHARS,
                 "handoff": welcome.handoff,
+                "demo_model": settings.DEMO_MODEL,
+                "visitor_verified": vouched is not None,
             }
         )
         for frame in welcome.missed:

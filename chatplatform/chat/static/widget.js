@@ -1,6 +1,7 @@
 /*
  * Customer-service chat widget. A host page adds one tag:
  *   <script src="https://HOST/static/widget.js" data-site-key="pk_..."></script>
+ * (plus, optionally, data-visitor-token="..." signed by the site's server: README)
  * and gets a launcher button and chat panel inside a shadow root (no global CSS either way),
  * talking to wss://HOST/ws/chat/ with protocol v1 (docs/protocol.md). No framework, no CDN.
  *
@@ -16,6 +17,8 @@
     return;
   }
   var SITE_KEY = script.dataset.siteKey;
+  // Optional: the site's signature of its logged-in customer (README, "Embedding the widget").
+  var VISITOR_TOKEN = script.dataset.visitorToken || null;
   var SERVER = new URL(script.src, window.location.href);
   var WS_URL = (SERVER.protocol === "https:" ? "wss://" : "ws://") + SERVER.host + "/ws/chat/";
   var STORE_KEY = "cs-widget:" + SITE_KEY;
@@ -70,6 +73,8 @@
     ".meta button{border:1px solid #cfd5dc;background:#fff;border-radius:6px;cursor:pointer;",
     "padding:2px 7px;font-size:13px}",
     ".meta button[aria-pressed=true]{background:#e3edfb;border-color:#1f5fbf}",
+    ".demo-tag{display:inline-block;margin-top:6px;padding:1px 6px;border-radius:4px;font-size:11px;",
+    "background:#fff4d6;color:#7a5200;border:1px solid #f0d48a}",
     ".suggestions{display:flex;flex-direction:column;gap:4px;margin-top:6px}",
     ".suggestions details{background:#f0f4fa;border-radius:8px;padding:4px 8px}",
     ".suggestions summary{cursor:pointer}",
@@ -232,6 +237,12 @@
       });
       bubble.appendChild(list);
     }
+    if (msg.demo) {
+      // The platform runs the offline demo model (random weights): its text is placeholder.
+      bubble.appendChild(el("div", { class: "demo-tag", title: "This platform runs a demo " +
+        "model with random weights; its answers are placeholder text." },
+        "demo model: random weights, not a real answer"));
+    }
     if (msg.role === "assistant" && msg.done && msg.source !== "fallback") {
       bubble.appendChild(feedbackBar(msg));
     }
@@ -368,12 +379,16 @@
   var refused = false; // the hello was refused for good: no more reconnects (see above)
   var attempts = 0;
   var streaming = {}; // answer id -> text so far
+  var answerOf = {}; // question id -> id of the answer being streamed to it
+  var demoModel = false; // welcome.demo_model: model answers come from the offline demo model
 
   function connect() {
     socket = new WebSocket(WS_URL);
     socket.addEventListener("open", function () {
-      send({ type: "hello", v: PROTOCOL_VERSION, site_key: SITE_KEY,
-             conversation_id: state.conversationId, visitor_id: state.visitorId }, true);
+      var hello = { type: "hello", v: PROTOCOL_VERSION, site_key: SITE_KEY,
+                    conversation_id: state.conversationId, visitor_id: state.visitorId };
+      if (VISITOR_TOKEN) hello.visitor_token = VISITOR_TOKEN;
+      send(hello, true);
     });
     socket.addEventListener("message", function (event) {
       var frame;
@@ -461,8 +476,15 @@
       return;
     }
     if (frame.reply_to) {
-      // An answer failed (the question itself is stored): stop waiting for it.
+      // An answer failed or timed out (the question itself is stored): stop waiting for it.
+      // No answer follows (docs/protocol.md), so text streamed so far is taken away.
       setTyping(false);
+      var partial = answerOf[frame.reply_to];
+      delete answerOf[frame.reply_to];
+      if (partial && streaming[partial] !== undefined) {
+        delete streaming[partial];
+        removeMessage(partial);
+      }
     } else if (frame.ref && outboxItem(frame.ref)) {
       // Not acked yet. A failure on the server's side is retried (a resend of a message that
       // was stored after all is answered once); any other error refused it: give it back.
@@ -484,6 +506,7 @@
       case "welcome":
         ready = true;
         attempts = 0;
+        demoModel = frame.demo_model === true;
         setStatus("");
         if (state.conversationId !== frame.conversation_id) {
           state.conversationId = frame.conversation_id;
@@ -510,7 +533,8 @@
         break;
       case "answer":
         setTyping(false);
-        upsert({ id: frame.message_id, role: "assistant", text: frame.text, source: frame.source, done: true });
+        upsert({ id: frame.message_id, role: "assistant", text: frame.text, source: frame.source, done: true,
+                 demo: demoModel && frame.source === "llm" });
         break;
       case "holding":
         upsert({ id: frame.message_id, role: "assistant", text: frame.text, source: "fallback",
@@ -530,16 +554,21 @@
           delete streaming[frame.message_id];
           removeMessage(frame.message_id);
         }
+        answerOf[frame.reply_to] = frame.message_id;
         setTyping(true);
         break;
       case "answer.delta":
+        answerOf[frame.reply_to] = frame.message_id;
         streaming[frame.message_id] = (streaming[frame.message_id] || "") + frame.text;
-        upsert({ id: frame.message_id, role: "assistant", text: streaming[frame.message_id], source: "llm", done: false });
+        upsert({ id: frame.message_id, role: "assistant", text: streaming[frame.message_id], source: "llm", done: false,
+                 demo: demoModel });
         break;
       case "answer.end":
         setTyping(false);
         delete streaming[frame.message_id];
-        upsert({ id: frame.message_id, role: "assistant", text: frame.text, source: "llm", done: true });
+        delete answerOf[frame.reply_to];
+        upsert({ id: frame.message_id, role: "assistant", text: frame.text, source: "llm", done: true,
+                 demo: demoModel });
         break;
       case "error":
         handleError(frame);
