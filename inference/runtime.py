@@ -18,9 +18,10 @@ from typing import Any
 
 import redis
 
-from inference.contracts import PromptMessage
+from inference.admission import DEFAULT_SHED_AFTER_S, Fleet, WorkerCapacity, worker_name
+from inference.contracts import PromptMessage, Queue
 from inference.engine import Engine, EngineLimits
-from inference.envvars import positive_int
+from inference.envvars import EnvSettingError, positive_float, positive_int
 from inference.events import EventPublisher
 from inference.loading import ModelSettings, load_model_and_tokenizer
 from inference.openai_settings import Backend, OpenAISettings, backend_from_env
@@ -45,9 +46,12 @@ STATS_TTL_S = 60  # a dead worker's figures expire instead of looking current fo
 class StatsReporter:
     """Writes batch size and recent tokens/s to Redis every STATS_INTERVAL_S, in a thread."""
 
-    def __init__(self, engine: Engine, client: redis.Redis) -> None:
+    def __init__(self, engine: Engine, client: redis.Redis, fleet: Fleet | None = None) -> None:
         self._engine = engine
         self._redis = client
+        # This worker's capacity for the fleet's admission (inference/admission.py); only
+        # the in-process engine has the figures.
+        self._fleet = fleet if isinstance(engine, Engine) else None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="inference-stats", daemon=True)
         self._thread.start()
@@ -69,6 +73,16 @@ class StatsReporter:
             try:
                 self._redis.hset(STATS_KEY, mapping=figures)
                 self._redis.expire(STATS_KEY, STATS_TTL_S)
+                if self._fleet is not None and self._fleet.own_worker is not None:
+                    self._fleet.publish(
+                        WorkerCapacity(
+                            worker=self._fleet.own_worker,
+                            max_running=self._engine.limits.max_running,
+                            running=self._engine.running_count,
+                            waiting=self._engine.waiting_count,
+                            service_s=self._engine.costs.service_s,
+                        )
+                    )
             except redis.RedisError as error:  # figures are best effort; answers are not
                 logger.warning("could not write inference stats: %s", error)
 
@@ -76,11 +90,44 @@ class StatsReporter:
 WARMUP_GROUP = "inference.warmup"  # nobody listens; the send only opens the connection
 
 
-def make_engine(model: Any, tokenizer: Any, limits: EngineLimits) -> Engine:
-    if model.config.model_type in NO_CONTINUOUS_BATCHING:
+class StaticBatchingNotAllowedError(EnvSettingError):
+    """A model that only the static batcher can run, without the setting that accepts it."""
+
+
+def static_batching_allowed(env: Mapping[str, str] | None = None) -> bool:
+    """`INFERENCE_ALLOW_STATIC_BATCHING`: 1/true accepts the static batcher for MoE models."""
+    env = os.environ if env is None else env
+    raw = (env.get("INFERENCE_ALLOW_STATIC_BATCHING") or "").strip().lower()
+    if raw in ("", "0", "false", "no"):
+        return False
+    if raw in ("1", "true", "yes"):
+        return True
+    raise EnvSettingError(f"INFERENCE_ALLOW_STATIC_BATCHING={raw!r} is not 1/true or 0/false")
+
+
+def make_engine(
+    model: Any, tokenizer: Any, limits: EngineLimits, allow_static: bool = False
+) -> Engine:
+    """Continuous batching; for DeepSeek-V2/V3 (MoE, MLA), which transformers' manager cannot
+    run, the static batcher only when `allow_static` says so: its time to first token under
+    load grows with the longest answer in flight, so production must choose it knowingly or
+    serve those models through the OpenAI-compatible back end (vLLM / SGLang)."""
+    model_type = model.config.model_type
+    if model_type in NO_CONTINUOUS_BATCHING:
+        if not allow_static:
+            raise StaticBatchingNotAllowedError(
+                f"{model_type} (MoE, MLA attention) cannot run on transformers' continuous "
+                "batching. Serve it with vLLM or SGLang (INFERENCE_BACKEND=openai, see the "
+                "README), or set INFERENCE_ALLOW_STATIC_BATCHING=1 to accept the in-process "
+                "static batcher (a request waits for the running batch to finish)."
+            )
         from inference.static_engine import StaticBatchEngine
 
-        logger.info("%s: static batching (no continuous batching)", model.config.model_type)
+        logger.warning(
+            "%s: static batching (INFERENCE_ALLOW_STATIC_BATCHING=1): time to first token "
+            "under load grows with the longest answer in flight",
+            model_type,
+        )
         return StaticBatchEngine(model, tokenizer, limits)
     from inference.cb_engine import ContinuousBatchingEngine
 
@@ -120,7 +167,7 @@ def start_inprocess_engine() -> Engine:
     started = time.perf_counter()
     model, tokenizer = load_model_and_tokenizer(settings)
     limits = limits_from_env()
-    engine = make_engine(model, tokenizer, limits)
+    engine = make_engine(model, tokenizer, limits, allow_static=static_batching_allowed())
     engine.warmup(warmup_prompt(tokenizer, limits))
     logger.info(
         "model %s (quantization %s, device %s) ready in %.1f s; step costs %s",
@@ -142,7 +189,12 @@ class Runtime:
     stats: StatsReporter
 
     @classmethod
-    def start(cls, redis_url: str, finalize: Callable[[dict[str, Any]], None]) -> Runtime:
+    def start(
+        cls,
+        redis_url: str,
+        finalize: Callable[[dict[str, Any]], None],
+        hand_back: Callable[[dict[str, Any]], None] | None = None,
+    ) -> Runtime:
         # INFERENCE_BACKEND: the model in this process (default), or an OpenAI-compatible
         # server (inference/openai_engine.py); either way the same service and stream events.
         if backend_from_env() is Backend.OPENAI:
@@ -158,8 +210,19 @@ class Runtime:
         publisher = EventPublisher(redis_url)
         # Open the channel layer's connection now, not on the first customer's first delta.
         publisher.publish(WARMUP_GROUP, {"type": "inference.warmup"}).result(timeout=30)
-        service = AnswerService(engine, client, publisher, finalize, render=render)
-        stats = StatsReporter(engine, client)
+        fleet = Fleet(client, Queue.INFERENCE.value, own_worker=worker_name())
+        shed_after_s = positive_float(os.environ, "INFERENCE_SHED_AFTER_S", DEFAULT_SHED_AFTER_S)
+        service = AnswerService(
+            engine,
+            client,
+            publisher,
+            finalize,
+            render=render,
+            fleet=fleet,
+            hand_back=hand_back,
+            shed_after_s=shed_after_s,
+        )
+        stats = StatsReporter(engine, client, fleet)
         return cls(engine=engine, publisher=publisher, redis=client, service=service, stats=stats)
 
     def close(self) -> None:

@@ -26,6 +26,15 @@ from typing import Any
 
 import redis
 
+from inference.admission import (
+    DEFAULT_SHED_AFTER_S,
+    HANDED_BACK_TTL_S,
+    OVERLOADED_MESSAGE,
+    Action,
+    Fleet,
+    handed_back_key,
+    worker_decision,
+)
 from inference.contracts import (
     ANSWERED_TTL_S,
     InferenceRequest,
@@ -51,6 +60,9 @@ LEASE_RENEW_S = 2.0
 # How often a waiting task thread checks the cancel key: "stop at the next step" with a
 # decode step of tens of milliseconds.
 CANCEL_POLL_S = 0.05
+# Hash of engine figures the chat side's /metrics reads (runtime.StatsReporter writes the
+# rest); `shed_total` counts requests this fleet's workers refused as overloaded.
+STATS_KEY = "inference:stats"
 SEND_TIMEOUT_S = 10.0
 _SITE_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
@@ -92,11 +104,18 @@ class AnswerService:
         publisher: EventPublisher,
         finalize: Callable[[dict[str, Any]], None],
         render: Callable[[list[PromptMessage]], Any] | None = None,
+        fleet: Fleet | None = None,
+        hand_back: Callable[[dict[str, Any]], None] | None = None,
+        shed_after_s: float = DEFAULT_SHED_AFTER_S,
     ) -> None:
         self.engine = engine
         self.redis = redis_client
         self.publisher = publisher
         self.finalize = finalize
+        # Without a fleet view (tests of one engine) every request is admitted.
+        self.fleet = fleet
+        self.hand_back = hand_back
+        self.shed_after_s = shed_after_s
         # Given, the engine gets what it returns (chat messages for an OpenAI-compatible
         # server: inference/openai_engine.py); else token ids fitted to the budget.
         self.render = render
@@ -143,6 +162,15 @@ class AnswerService:
             request, prompt = self._prompt_for(request)
         except PromptTooLongError as error:
             return self._refuse(request, Refusal("prompt_too_long", str(error)))
+        action = self._admission(request)
+        if action is Action.HAND_BACK:
+            assert self.hand_back is not None
+            self.redis.set(handed_back_key(request.message_id), "1", ex=HANDED_BACK_TTL_S)
+            self.hand_back(request.to_dict())
+            return "handed_back"
+        if action is Action.SHED:
+            self.redis.hincrby(STATS_KEY, "shed_total", 1)
+            return self._refuse(request, Refusal("overloaded", OVERLOADED_MESSAGE))
         group = conversation_group(request.conversation_id)
         try:
             ticket = self.engine.submit(request, prompt, lambda e: self._send(group, e))
@@ -197,6 +225,28 @@ class AnswerService:
             kept = [ref for ref in request.grounding if ref not in left_out]
             request = dataclasses.replace(request, grounding=kept)
         return request, fitted.ids
+
+    def _admission(self, request: InferenceRequest) -> Action:
+        """Admit, hand back to the queue (another worker starts it sooner) or shed."""
+        start_delay = getattr(self.engine, "estimate_start_s", None)
+        if self.fleet is None or start_delay is None:
+            return Action.ADMIT
+        try:
+            others = self.fleet.others()
+            handed_back = bool(self.redis.exists(handed_back_key(request.message_id)))
+        except redis.RedisError as error:  # admission is an optimisation: answer anyway
+            logger.warning("admission could not read the fleet: %s", error)
+            return Action.ADMIT
+        now = time.time()
+        return worker_decision(
+            now=now,
+            arrival=request.arrival or now,
+            deadline=request.deadline,
+            local_start_s=start_delay(request.deadline),
+            others=others,
+            handed_back_before=handed_back or self.hand_back is None,
+            shed_after_s=self.shed_after_s,
+        )
 
     def _renew(self, lease: Any, request: InferenceRequest) -> None:
         try:

@@ -97,6 +97,10 @@ def get_runtime() -> Any:
                 finalize=lambda result: app.send_task(
                     TaskName.FINALIZE_ANSWER.value, args=[result], queue=Queue.CPU.value
                 ),
+                # A request this worker cannot start in time goes back for an idle worker.
+                hand_back=lambda request: app.send_task(
+                    TaskName.GENERATE_ANSWER.value, args=[request], queue=Queue.INFERENCE.value
+                ),
             )
         return _runtime
 

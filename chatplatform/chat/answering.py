@@ -8,29 +8,44 @@ per process on first use, off the event loop.
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import redis
 from asgiref.sync import sync_to_async
 
 from chatplatform.chat import config
+from inference.admission import Fleet, should_shed
 from inference.contracts import InferenceRequest, Queue, TaskName
 from inference.prompt import FaqEntry, build_messages, faq_head
+
+logger = logging.getLogger(__name__)
 
 HOLDING_TEXT = (
     "Thanks for your patience: our assistant needs a few more seconds and its answer will "
     "appear here."
 )
 HOLDING_SUGGESTIONS_TEXT = "Meanwhile, one of these answers may already help:"
+OVERLOADED_TEXT = "Our assistant is very busy right now. Please try again in a minute."
 UNAVAILABLE_TEXT = (
     "Sorry, our assistant cannot answer this right now. You can ask to talk to a human."
 )
 
 _cache: Any = None
 _cache_lock: asyncio.Lock | None = None
+_fleet: Fleet | None = None
+# Admission reads must not hold a question up: Redis answers in well under this.
+FLEET_TIMEOUT_S = 0.5
+
+
+class InferenceOverloadedError(RuntimeError):
+    """The model's queue holds more than the workers can start within CHAT_SHED_AFTER_S."""
+
+
 # site id -> (monotonic time read, its FAQ head); re-read after config.SITE_REFRESH_S.
 _heads: dict[int, tuple[float, list[Suggestion]]] = {}
 
@@ -188,8 +203,37 @@ def inference_request(
     )
 
 
+def _fleet_sync() -> Fleet:
+    global _fleet
+    if _fleet is None:
+        from django.conf import settings
+
+        client = redis.Redis.from_url(
+            settings.REDIS_URL,
+            socket_timeout=FLEET_TIMEOUT_S,
+            socket_connect_timeout=FLEET_TIMEOUT_S,
+        )
+        _fleet = Fleet(client, Queue.INFERENCE.value)
+    return _fleet
+
+
+def _check_capacity_sync() -> None:
+    """Raise InferenceOverloadedError when a new request would wait past the shed horizon."""
+    try:
+        backlog, workers = _fleet_sync().read()
+    except redis.RedisError as error:  # the send itself will say whether Redis is down
+        logger.warning("chat: cannot read the inference fleet: %s", error)
+        return
+    if should_shed(backlog, workers, config.SHED_AFTER_S):
+        raise InferenceOverloadedError(
+            f"{backlog} requests queued for {len(workers)} workers: over {config.SHED_AFTER_S} s"
+        )
+
+
 def _send_inference_sync(request: InferenceRequest) -> None:
     from chatplatform.celery_app import app
+
+    _check_capacity_sync()
 
     app.send_task(
         TaskName.GENERATE_ANSWER.value, args=[request.to_dict()], queue=Queue.INFERENCE.value
@@ -197,7 +241,8 @@ def _send_inference_sync(request: InferenceRequest) -> None:
 
 
 async def send_inference(request: InferenceRequest) -> None:
-    """Queue the request for a GPU worker (the broker call runs off the event loop)."""
+    """Queue the request for a GPU worker (the broker call runs off the event loop); raises
+    InferenceOverloadedError instead when the queue is beyond what the workers can serve."""
     await sync_to_async(_send_inference_sync, thread_sensitive=False)(request)
 
 

@@ -55,6 +55,10 @@ ANSWER_TIMEOUT_S = get_from_env("CHAT_ANSWER_TIMEOUT_S", 60.0, positive_float)
 # a second, or stored by the finalize task, which a killed CPU worker's redelivery (30 s
 # visibility timeout + 7 s sweep, chatplatform/settings/base.py) may delay this long.
 ANSWER_ON_ITS_WAY_S = 45.0
+# A question that would wait longer than this for a model slot (the Redis queue's backlog and
+# the workers' reported capacity, inference/admission.py) is refused at once as `overloaded`
+# instead of waiting for the answer timeout.
+SHED_AFTER_S = get_from_env("CHAT_SHED_AFTER_S", 30.0, positive_float)
 # A customer whose socket dropped usually comes back within seconds (reload, flaky network);
 # only when nobody is connected to the conversation after this do we cancel its generation.
 CANCEL_GRACE_S = get_from_env("CHAT_CANCEL_GRACE_S", 15.0, positive_float)

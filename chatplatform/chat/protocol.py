@@ -74,6 +74,7 @@ class ErrorCode(StrEnum):
     RATE_LIMITED = "rate_limited"
     TOO_MANY_CONNECTIONS = "too_many_connections"
     MODEL_UNAVAILABLE = "model_unavailable"
+    OVERLOADED = "overloaded"  # the model's queue is beyond what it can serve in time
     ANSWER_FAILED = "answer_failed"
     ANSWER_TIMEOUT = "answer_timeout"
     INTERNAL = "internal_error"

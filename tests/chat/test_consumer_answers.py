@@ -128,6 +128,43 @@ async def test_prompts_of_one_site_open_with_the_same_faq_head(
     assert first["grounding"] == later["grounding"] == refs
 
 
+async def test_question_beyond_the_fleets_capacity_is_shed_at_once(
+    client: Client, chat_cache, redis_url: str
+) -> None:
+    # given one busy inference worker (4 slots, 2 s per answer) and 100 requests queued ahead:
+    # a new one would wait ~50 s, past CHAT_SHED_AFTER_S (30 s)
+    import redis as redis_lib
+
+    from inference.admission import Fleet, WorkerCapacity
+
+    redis_client = redis_lib.Redis.from_url(redis_url)
+    fleet = Fleet(redis_client, "inference")
+    fleet.publish(WorkerCapacity("busy-worker", 4, running=4, waiting=0, service_s=2.0))
+    redis_client.lpush("inference-shed-test", *["x"] * 100)
+    redis_client.rename("inference-shed-test", "inference")
+    await asyncio.sleep(0.6)  # past the fleet view's cache
+    try:
+        site = await site_with(sla_ms=5000)
+        await client.hello(site)
+        # when a novel question misses the cache
+        await client.send({"type": "message", "client_message_id": "c1", "text": NOVEL_QUESTION})
+        frames = {}
+        while not {"ack", "error"} <= set(frames):
+            frame = await client.receive()
+            frames[frame["type"]] = frame
+        # then the customer is told at once (the question is stored and acknowledged), with
+        # the stable code, and nothing is queued
+        error, ack = frames["error"], frames["ack"]
+        assert error["code"] == "overloaded" and "very busy" in error["message"]
+        assert error["reply_to"] == ack["message_id"]
+        assert redis_client.llen("inference") == 100
+        stored = await message(ack["message_id"])
+        assert stored.role == "customer"
+    finally:
+        redis_client.delete("inference", "inference:capacity:busy-worker")
+        await asyncio.sleep(0.6)
+
+
 async def test_customer_message_is_persisted_before_the_ack(client: Client, chat_cache) -> None:
     site = await site_with()
     await client.hello(site)
@@ -213,7 +250,16 @@ async def test_answer_delayed_sends_the_holding_reply_at_once(client: Client, ch
     assert holding["reply_to"] == ack["message_id"]
 
 
-async def test_refused_request_is_an_error_with_suggestions(client: Client, chat_cache) -> None:
+@pytest.mark.parametrize(
+    ("worker_code", "customer_code", "text"),
+    [
+        ("bad_request", "model_unavailable", "could not answer"),
+        ("overloaded", "overloaded", "very busy"),  # a worker shed it (inference/admission.py)
+    ],
+)
+async def test_refused_request_is_an_error_with_suggestions(
+    client: Client, chat_cache, worker_code: str, customer_code: str, text: str
+) -> None:
     site = await site_with(sla_ms=10_000)
     welcome = await client.hello(site)
     ack = await ask(client, NOVEL_QUESTION, cid="c-refused")
@@ -222,13 +268,14 @@ async def test_refused_request_is_an_error_with_suggestions(client: Client, chat
         {
             "type": "answer.refused",
             "message_id": ack["message_id"],
-            "code": "overloaded",
-            "message": "queue full",
+            "code": worker_code,
+            "message": "refused",
         },
     )
     holding = await client.receive_type("holding")
     error = await client.receive_type("error")
-    assert error["code"] == "model_unavailable" and error["ref"] == "c-refused"
+    assert error["code"] == customer_code and error["ref"] == "c-refused"
+    assert text in error["message"]
     assert holding["suggestions"]
     await client.assert_usable()
 

@@ -14,7 +14,8 @@ from inference.cb_engine import ContinuousBatchingEngine
 from inference.contracts import InferenceRequest
 from inference.engine import Engine, EngineLimits, Ticket
 from inference.loading import ModelSettings, load_model_and_tokenizer
-from inference.prompt import build_messages, render_prompt
+from inference.prompt import FaqEntry, build_messages, render_prompt
+from inference.scheduling import LatePolicy
 from inference.static_engine import StaticBatchEngine
 
 pytestmark = pytest.mark.slow
@@ -247,7 +248,7 @@ def test_architectures_are_routed_to_the_back_end_that_can_run_them(
         (tiny_qwen2_dir, ContinuousBatchingEngine),
     ]:
         model, tokenizer = load(model_dir)
-        engine = make_engine(model, tokenizer, LIMITS)
+        engine = make_engine(model, tokenizer, LIMITS, allow_static=True)
         try:
             assert type(engine) is expected
             ids = prompt(tokenizer)
@@ -256,6 +257,14 @@ def test_architectures_are_routed_to_the_back_end_that_can_run_them(
             assert ticket.result is not None and ticket.result.finish_reason in {"length", "stop"}
         finally:
             engine.close()
+
+
+def test_moe_model_is_refused_without_the_explicit_static_setting(tiny_moe_dir: Path) -> None:
+    from inference.runtime import StaticBatchingNotAllowedError, make_engine
+
+    model, tokenizer = load(tiny_moe_dir)
+    with pytest.raises(StaticBatchingNotAllowedError, match="INFERENCE_ALLOW_STATIC_BATCHING=1"):
+        make_engine(model, tokenizer, LIMITS)
 
 
 def test_continuous_batching_still_fails_for_deepseek_v2(tiny_moe_dir: Path) -> None:
@@ -268,5 +277,60 @@ def test_continuous_batching_still_fails_for_deepseek_v2(tiny_moe_dir: Path) -> 
         wait(ticket)
         assert ticket.result is not None and ticket.result.finish_reason == "error"
         assert ticket.error is not None and "index_copy_" in ticket.error
+    finally:
+        engine.close()
+
+
+@pytest.mark.parametrize(
+    ("policy", "expected"),
+    [
+        (LatePolicy.YIELD, ["blocker", "on-time", "late"]),
+        (LatePolicy.EDF, ["blocker", "late", "on-time"]),
+    ],
+)
+def test_already_late_requests_yield_to_those_that_can_still_make_it(
+    tiny_model_dir: Path, policy: LatePolicy, expected: list[str]
+) -> None:
+    # given one running slot, busy
+    model, tokenizer = load(tiny_model_dir)
+    engine = ContinuousBatchingEngine(
+        model, tokenizer, EngineLimits(1, 256, 16, 256), late_policy=policy
+    )
+    try:
+        recorder = Recorder()
+        ids = prompt(tokenizer)
+        blocker = engine.submit(request("blocker", max_new_tokens=16), ids, recorder)
+        assert recorder.first_delta.wait(30)
+        # when a request whose deadline has passed (its holding reply went out) waits next to
+        # one that can still make its deadline
+        late = engine.submit(request("late", deadline_in_s=-1.0, max_new_tokens=2), ids, recorder)
+        on_time = engine.submit(request("on-time", max_new_tokens=2), ids, recorder)
+        for ticket in (blocker, late, on_time):
+            wait(ticket)
+        # then the late one is flagged and, under the yield policy, goes last
+        starts = [e["message_id"] for e in recorder.events if e["type"] == "answer.start"]
+        assert starts == expected
+        assert "answer.delayed" in recorder.types("late")
+    finally:
+        engine.close()
+
+
+def test_prefix_sharing_serves_the_shared_head_and_reports_its_share(tiny_model_dir: Path) -> None:
+    # given an engine with prefix sharing and two prompts sharing a long site head
+    model, tokenizer = load(tiny_model_dir)
+    engine = ContinuousBatchingEngine(model, tokenizer, LIMITS)
+    try:
+        head = [FaqEntry(f"Question {i}?", f"Answer {i}. " * 3, f"{i}:1") for i in range(6)]
+        ids = [
+            render_prompt(tokenizer, build_messages("RULES", [], [], q, site_faqs=head), 256)
+            for q in ("Where is my order?", "Can I pay by card?")
+        ]
+        for index, prompt_ids in enumerate(ids):
+            wait(engine.submit(request(f"p{index}", max_new_tokens=2), prompt_ids, Recorder()))
+        # then the second prompt's whole pages of the shared head came from the cache
+        assert engine.prefix_hit_share is not None
+        shared = next(i for i, (a, b) in enumerate(zip(*ids, strict=False)) if a != b)
+        reused = engine.prefix_hit_share * sum(map(len, ids))
+        assert reused == (shared // 64) * 64 > 0
     finally:
         engine.close()

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from inference.scheduling import DeadlineQueue, StepCosts, estimate_ttft_s
+from inference.scheduling import (
+    DeadlineQueue,
+    LatePolicy,
+    StepCosts,
+    estimate_ttft_s,
+    first_token_s,
+    start_delay_s,
+)
 
 
 def test_queue_pops_earliest_deadline_first_and_ties_in_arrival_order() -> None:
@@ -66,3 +73,36 @@ def test_first_measurement_replaces_the_default_then_averages() -> None:
     # and later measurements move it by the moving-average weight only
     costs.observe_prefill(100, 0.13)
     assert costs.prefill_token_s == pytest.approx(0.0002 + 0.1 * (0.0012 - 0.0002))
+
+
+def test_late_items_wait_behind_on_time_ones_under_the_yield_policy() -> None:
+    # given an already-late request (earliest deadline) and two that can still make theirs
+    queue: DeadlineQueue[str] = DeadlineQueue(LatePolicy.YIELD)
+    queue.push("late", 1.0, late=True)
+    queue.push("soon", 2.0)
+    queue.push("later", 3.0)
+    # then the on-time ones go first, and a new on-time request counts only them ahead
+    assert queue.count_before(2.5) == 1
+    assert [queue.pop() for _ in range(4)] == ["soon", "later", "late", None]
+
+
+def test_plain_edf_serves_the_late_request_first() -> None:
+    queue: DeadlineQueue[str] = DeadlineQueue(LatePolicy.EDF)
+    queue.push("late", 1.0, late=True)
+    queue.push("soon", 2.0)
+    assert [queue.pop() for _ in range(2)] == ["late", "soon"]
+
+
+def test_an_item_marked_late_while_waiting_moves_behind() -> None:
+    queue: DeadlineQueue[str] = DeadlineQueue()
+    queue.push("a", 1.0)
+    queue.push("b", 2.0)
+    queue.mark_late("a")
+    assert len(queue) == 2
+    assert [queue.pop() for _ in range(2)] == ["b", "a"]
+
+
+def test_start_delay_counts_only_what_is_ahead_and_prefill_only_uncached_tokens() -> None:
+    costs = StepCosts(decode_step_s=0.02, prefill_token_s=0.001, service_s=2.0)
+    assert start_delay_s(costs, waiting_ahead=0, running=3, max_running=4) == 0.0
+    assert first_token_s(costs, uncached_prompt_tokens=50) == pytest.approx(0.07)

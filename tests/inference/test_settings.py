@@ -143,3 +143,14 @@ def test_engine_limits_refuse_zero(field: str) -> None:
     # max_running=0 used to reach the scheduler's division by it
     with pytest.raises(ValueError, match=f"EngineLimits.{field}"):
         EngineLimits(**{field: 0})
+
+
+@pytest.mark.parametrize(
+    ("raw", "allowed"), [("", False), ("0", False), ("1", True), ("true", True)]
+)
+def test_static_batching_needs_an_explicit_setting(raw: str, allowed: bool) -> None:
+    from inference.runtime import static_batching_allowed
+
+    assert static_batching_allowed({"INFERENCE_ALLOW_STATIC_BATCHING": raw}) is allowed
+    with pytest.raises(EnvSettingError, match="INFERENCE_ALLOW_STATIC_BATCHING='maybe'"):
+        static_batching_allowed({"INFERENCE_ALLOW_STATIC_BATCHING": "maybe"})

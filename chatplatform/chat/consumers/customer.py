@@ -235,7 +235,13 @@ class ChatConsumer(CustomerSuggestions):
             sla_ms=self.site.sla_ms,
             site_faqs=await answering.site_faq_head(self.site.id),
         )
-        await answering.send_inference(request)
+        try:
+            await answering.send_inference(request)
+        except answering.InferenceOverloadedError as error:
+            logger.warning("chat: question %s shed: %s", message_id, error)
+            metrics.rejected(ErrorCode.OVERLOADED.value)
+            await self.fail(message_id, ErrorCode.OVERLOADED, answering.OVERLOADED_TEXT)
+            return
         pending.requested_here = True
 
     async def feedback(self, feedback: Feedback) -> None:

@@ -280,6 +280,10 @@ class AnswerDelivery(CustomerConnection):
         if message_id not in self.pending:
             return  # another socket of this conversation asked; it reports the failure
         logger.warning("chat: answer to %s failed: %s", message_id, event)
+        if event.get("code") == ErrorCode.OVERLOADED.value:  # a worker shed it
+            metrics.rejected(ErrorCode.OVERLOADED.value)
+            await self.fail(message_id, ErrorCode.OVERLOADED, answering.OVERLOADED_TEXT)
+            return
         await self.fail(message_id, code, "The assistant could not answer.")
 
     async def answer_stored(self, event: dict[str, Any]) -> None:
