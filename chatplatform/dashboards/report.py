@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from chatplatform.dashboards import handoffs, queries, rollups
+from chatplatform.dashboards import handoffs, queries, rollups, suggestions
 from chatplatform.dashboards.queries import Scope, Table
 
 
@@ -24,6 +24,7 @@ class Dashboard:
     cost: Table
     handoffs: Table
     rating_by_source: Table
+    suggestions: Table
 
     def tables(self) -> list[Table]:
         return [
@@ -34,6 +35,7 @@ class Dashboard:
             self.cost,
             self.handoffs,
             self.rating_by_source,
+            self.suggestions,
         ]
 
 
@@ -103,4 +105,5 @@ def build_dashboard(
         cost=queries.cost_table(groups, gpu_cost_per_hour),
         handoffs=handoffs.handoff_table(scope),
         rating_by_source=handoffs.rating_by_source_table(scope),
+        suggestions=suggestions.suggestion_table(scope, gpu_cost_per_hour),
     )
