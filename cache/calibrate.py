@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cache.banking import encode_all, read_labelled, simulate_site, site_snapshot
+from cache.banking import Labelled, encode_all, read_labelled, simulate_site, site_snapshot
 from cache.decision import MIN_TOP1_COSINE, calibrated_confidence, compute_features
 from cache.encoder import load_encoder
 
@@ -39,27 +39,38 @@ def parse_range(text: str) -> list[int]:
     return [int(part) for part in text.split(",")]
 
 
-def main(argv: list[str] | None = None) -> int:
-    from sklearn.linear_model import LogisticRegression  # only this tool needs scikit-learn
-
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def training_sites_parser(description: str) -> argparse.ArgumentParser:
+    """The options of the tools that simulate sites on the training split."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--train", required=True)
     parser.add_argument("--seeds", default="100-105")
     parser.add_argument("--variants", default="3,5,10")
     parser.add_argument("--unknown-intents", type=int, default=17)
-    parser.add_argument("--target-precision", type=float, default=0.995)
     parser.add_argument("--model", default="")
     parser.add_argument("--onnx-cache", default="var/cache-models")
-    parser.add_argument(
-        "--shipped-weights", action="store_true", help="check the shipped rule per K; fit nothing"
-    )
-    args = parser.parse_args(argv)
+    return parser
 
+
+def encode_training(args: argparse.Namespace) -> tuple[list[Labelled], np.ndarray]:
+    """The training questions and their vectors (printing how long encoding took)."""
     train = read_labelled(Path(args.train))
     encoder = load_encoder(args.model, Path(args.onnx_cache))
     started = time.perf_counter()
     vectors = encode_all(encoder, [r.text for r in train])
     print(f"encoded {len(train)} training questions in {time.perf_counter() - started:.0f} s")
+    return train, vectors
+
+
+def main(argv: list[str] | None = None) -> int:
+    from sklearn.linear_model import LogisticRegression  # only this tool needs scikit-learn
+
+    parser = training_sites_parser(__doc__.split("\n\n")[0])
+    parser.add_argument("--target-precision", type=float, default=0.995)
+    parser.add_argument(
+        "--shipped-weights", action="store_true", help="check the shipped rule per K; fit nothing"
+    )
+    args = parser.parse_args(argv)
+    train, vectors = encode_training(args)
 
     features: list[np.ndarray] = []
     labels: list[int] = []

@@ -16,17 +16,13 @@ their nearest phrasing (what the prompt grounding uses).
 
 from __future__ import annotations
 
-import argparse
 import json
-import time
-from pathlib import Path
 
 import numpy as np
 
-from cache.banking import encode_all, read_labelled, simulate_site, site_snapshot
-from cache.calibrate import parse_range
+from cache.banking import simulate_site, site_snapshot
+from cache.calibrate import encode_training, parse_range, training_sites_parser
 from cache.decision import RULE_CALIBRATED, SHIPPED_MIN_CONFIDENCE, decide, servable
-from cache.encoder import load_encoder
 from cache.index import nearest_entries
 from cache.suggestions import RERANK_CANDIDATES, ranked_faqs
 
@@ -35,21 +31,10 @@ FLOOR_GRID = [round(0.30 + 0.02 * i, 2) for i in range(16)]  # 0.30 .. 0.60
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--train", required=True)
-    parser.add_argument("--seeds", default="100-105")
-    parser.add_argument("--variants", default="3,5,10")
-    parser.add_argument("--unknown-intents", type=int, default=17)
+    parser = training_sites_parser(__doc__.split("\n\n")[0])
     parser.add_argument("--max-recall-cost", type=float, default=0.01)
-    parser.add_argument("--model", default="")
-    parser.add_argument("--onnx-cache", default="var/cache-models")
     args = parser.parse_args(argv)
-
-    train = read_labelled(Path(args.train))
-    encoder = load_encoder(args.model, Path(args.onnx_cache))
-    started = time.perf_counter()
-    vectors = encode_all(encoder, [r.text for r in train])
-    print(f"encoded {len(train)} training questions in {time.perf_counter() - started:.0f} s")
+    train, vectors = encode_training(args)
 
     ks = parse_range(args.variants)
     # Per K: for each known miss, (right FAQ in plain top 3, [(is right, cosine)] ranked);

@@ -3,17 +3,17 @@ FAQ chosen. Once enough distinct customers confirmed the same one (`Site.confirm
 the near-miss page lists it as "confirmed by customers" for one-click adding, or, where the site
 opted in (`Site.auto_add_confirmed_phrasings`), it is added at once (listed, and undoable).
 
-Bad actors: a confirmation counts the customer's network address (an IPv6 customer by the /64
-network every host of theirs shares), never the visitor id the widget sends, which anyone can
-invent; each address confirms a phrasing once and at most `CONFIRMATIONS_PER_HOUR` phrasings an
-hour per site; a question carrying personal data (or too long, or a follow-up) is never
-counted, listed or added.
+Bad actors: a confirmation counts the evidence the cache's admission counts
+(chat/visitors.py: a visitor the site vouched for with a signed token, else the network address,
+an IPv6 customer by its /64), never the visitor id the widget chooses, which anyone can invent;
+each customer confirms a phrasing once and at most `CONFIRMATIONS_PER_HOUR` phrasings an hour
+per site; a question carrying personal data (or too long, or a follow-up) is never counted,
+listed or added.
 """
 
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import logging
 from datetime import timedelta
 
@@ -32,26 +32,7 @@ logger = logging.getLogger(__name__)
 # a conversation; a script clicking through chats to teach the cache is cut off here, and its
 # later clicks still answer it, they just count for nothing.
 CONFIRMATIONS_PER_HOUR = 10
-# An IPv6 customer usually holds a whole /64 (SLAAC, privacy addresses): counting single
-# addresses would let one host be as many customers as it likes.
-IPV6_CUSTOMER_PREFIX = 64
 MAX_PHRASING_CHARS = FAQVariant._meta.get_field("text").max_length or 500
-
-
-def confirmer_identity(client_ip: str | None) -> str | None:
-    """Who confirms, as evidence the server can trust: the client's address (IPv6: its /64).
-    None when the address is unknown (then nothing is counted)."""
-    try:
-        address = ipaddress.ip_address((client_ip or "").strip())
-    except ValueError:
-        return None
-    if address.version == 6:
-        mapped = address.ipv4_mapped  # type: ignore[union-attr]
-        if mapped is not None:
-            return f"ip:{mapped}"
-        network = ipaddress.ip_network(f"{address}/{IPV6_CUSTOMER_PREFIX}", strict=False)
-        return f"ip6:{network}"
-    return f"ip:{address}"
 
 
 def learnable(question: str) -> CheckedQuestion | None:
@@ -68,15 +49,15 @@ def question_key(normalized: str) -> str:
     return hashlib.sha256(normalized.encode()).hexdigest()
 
 
-def confirm(site: Site, question: str, faq: FAQ, client_ip: str | None) -> ConfirmedPhrasing | None:
+def confirm(site: Site, question: str, faq: FAQ, identity: str) -> ConfirmedPhrasing | None:
     """Count one customer's choice of `faq` for `question` (inside the choice's transaction).
 
-    Returns the phrasing the confirmation counted towards, or None when it counts for nothing
-    (personal data, no trusted identity, already a phrasing, rate-limited, already decided).
+    `identity`: who chose, as evidence the server trusts (visitors.admission_evidence; "" when
+    there is none). Returns the phrasing the confirmation counted towards, or None when it
+    counts for nothing (personal data, no evidence, already a phrasing, rate-limited, decided).
     """
-    identity = confirmer_identity(client_ip)
     checked = learnable(question)
-    if identity is None or checked is None:
+    if not identity or checked is None:
         return None
     known = {
         c.normalized for c in map(check_question, faq.phrasings()) if isinstance(c, CheckedQuestion)

@@ -94,8 +94,8 @@ class Confirmation(models.Model):
         ConfirmedPhrasing, on_delete=models.CASCADE, related_name="confirmations"
     )
     site = models.ForeignKey(Site, on_delete=models.CASCADE)
-    # Evidence the server can trust (chatplatform.suggestions.learning.confirmer_identity): the
-    # client's network address, never a client-chosen id alone.
+    # Evidence the server can trust (chat/visitors.py admission_evidence): a visitor the site
+    # vouched for, else the network address; never a client-chosen id alone.
     confirmer = models.CharField(max_length=100)
     created_at = models.DateTimeField(auto_now_add=True)
 

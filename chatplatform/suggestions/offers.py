@@ -19,6 +19,7 @@ from django.utils import timezone
 
 from chatplatform.chat.protocol import ErrorCode, ProtocolError, ServerType
 from chatplatform.chat.store import answer_frame, reply_id_for
+from chatplatform.chat.visitors import admission_evidence
 from chatplatform.conversations.models import Message
 from chatplatform.faq.models import FAQ
 from chatplatform.suggestions import learning
@@ -104,7 +105,6 @@ def choose(
     conversation_id: str,
     question_id: str,
     faq_id: int,
-    client_ip: str,
     arrival: float,
     sla_ms: int,
 ) -> Choice:
@@ -118,7 +118,7 @@ def choose(
     with transaction.atomic():
         offer = (
             SuggestionOffer.objects.select_for_update()
-            .select_related("question")
+            .select_related("question", "conversation", "site")
             .filter(question_id=question_id, conversation_id=conversation_id)
             .first()
         )
@@ -174,7 +174,7 @@ def choose(
         )
         try:
             with transaction.atomic():  # a savepoint: a lost race must not undo the answer
-                learning.confirm(offer.site, offer.question.text, faq, client_ip)
+                learning.confirm(offer.site, offer.question.text, faq, _evidence(offer))
         except IntegrityError:
             logger.info("suggestions: a concurrent confirmation of FAQ %s won the race", faq_id)
     return Choice(
@@ -184,6 +184,15 @@ def choose(
         cancel_model=cancel_model,
         ttft_ms=server_ms,
         sla_met=server_ms <= sla_ms,
+    )
+
+
+def _evidence(offer: SuggestionOffer) -> str:
+    """Who chose, as the cache's admission counts visitors: a visitor the site vouched for,
+    else the conversation's network address ("" when unknown)."""
+    conversation = offer.conversation
+    return admission_evidence(
+        conversation.visitor_id, conversation.visitor_verified, conversation.client_ip
     )
 
 

@@ -93,7 +93,8 @@ class Site(models.Model):
         default=DEFAULT_CONFIRMATIONS_NEEDED,
         validators=[MinValueValidator(MIN_CONFIRMATIONS_NEEDED), MaxValueValidator(1000)],
         help_text=(
-            "Distinct customers (by address) who must choose the same FAQ for a question before "
+            "Distinct customers (vouched visitors, else addresses) who must choose the same FAQ "
+            "for a question before "
             "it is listed as confirmed by customers."
         ),
     )

@@ -36,10 +36,17 @@ def site_with_faq(capture: Callable, **site_fields: object) -> tuple[Site, FAQ]:
 
 
 def click(
-    site: Site, faq: FAQ, client_ip: str, question: str = QUESTION, visitor: str = ""
+    site: Site,
+    faq: FAQ,
+    client_ip: str,
+    question: str = QUESTION,
+    visitor: str = "",
+    vouched: bool = False,
 ) -> None:
     """A customer (at `client_ip`) asks `question`, is shown `faq` and chooses it."""
-    conversation = Conversation.objects.create(site=site, visitor_id=visitor, client_ip=client_ip)
+    conversation = Conversation.objects.create(
+        site=site, visitor_id=visitor, client_ip=client_ip, visitor_verified=vouched
+    )
     [(message_id, _)] = save_questions(
         [
             NewQuestion(
@@ -54,7 +61,7 @@ def click(
             )
         ]
     )
-    offers.choose(str(conversation.pk), message_id, faq.pk, client_ip, time.time(), 300)
+    offers.choose(str(conversation.pk), message_id, faq.pk, time.time(), 300)
 
 
 def test_distinct_customers_confirm_a_phrasing_listed_on_the_near_miss_page(
@@ -100,6 +107,20 @@ def test_invented_visitors_from_one_address_count_once(
     for host in ("2001:db8:1:2::1", "2001:db8:1:2::ffff", "2001:db8:1:2:abcd::7"):
         click(site, faq, host)
     # then that is two customers, not eight
+    [phrasing] = ConfirmedPhrasing.objects.filter(site=site)
+    assert phrasing.confirmers == 2
+
+
+def test_visitors_the_site_vouches_for_count_apart_behind_one_address(
+    clean_cache: None,  # noqa: F811
+    django_capture_on_commit_callbacks: Callable,
+) -> None:
+    # given two customers of the site, signed in (their ids vouched for by the site's token),
+    # behind one office address
+    site, faq = site_with_faq(django_capture_on_commit_callbacks, confirmations_needed=2)
+    click(site, faq, "203.0.113.20", visitor="customer-1", vouched=True)
+    click(site, faq, "203.0.113.20", visitor="customer-2", vouched=True)
+    # then they are two customers
     [phrasing] = ConfirmedPhrasing.objects.filter(site=site)
     assert phrasing.confirmers == 2
 

@@ -94,7 +94,6 @@ class CustomerSuggestions(CustomerHandoff):
             self.conversation_id,
             command.message_id,
             command.faq_id,
-            self.client_ip,
             arrival,
             self.site.sla_ms,
         )

@@ -19,7 +19,7 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name='site',
             name='confirmations_needed',
-            field=models.PositiveSmallIntegerField(default=3, help_text='Distinct customers (by address) who must choose the same FAQ for a question before it is listed as confirmed by customers.', validators=[django.core.validators.MinValueValidator(2), django.core.validators.MaxValueValidator(1000)]),
+            field=models.PositiveSmallIntegerField(default=3, help_text='Distinct customers (vouched visitors, else addresses) who must choose the same FAQ for a question before it is listed as confirmed by customers.', validators=[django.core.validators.MinValueValidator(2), django.core.validators.MaxValueValidator(1000)]),
         ),
         migrations.AddField(
             model_name='site',
