@@ -8,18 +8,23 @@ import time
 from collections.abc import Callable
 
 import pytest
+import redis as redis_lib
 from django.test import Client as HttpClient
 from django.utils import timezone
 
 from chatplatform.chat.store import NewQuestion, save_questions
-from chatplatform.conversations.models import Conversation
+from chatplatform.chat.tasks import finalize_answer
+from chatplatform.conversations.models import Conversation, Message
 from chatplatform.faq.models import FAQ, FAQVariant
+from chatplatform.metrics import GPU_SECONDS_SAVED_KEY
 from chatplatform.semanticcache.service import get_cache
 from chatplatform.suggestions import learning, offers
-from chatplatform.suggestions.models import ConfirmedPhrasing
+from chatplatform.suggestions.models import ConfirmedPhrasing, SuggestionOffer
 from chatplatform.suggestions.shown import ShownOffer
 from chatplatform.tenants.models import Site
+from inference.contracts import InferenceResult
 from tests.cache.test_django_wiring import admin_client, clean_cache  # noqa: F401 - fixtures
+from tests.dashboards.factories import answer, conversation, question
 
 pytestmark = [pytest.mark.django_db, pytest.mark.slow]  # loads the embedding model
 
@@ -42,7 +47,7 @@ def click(
     question: str = QUESTION,
     visitor: str = "",
     vouched: bool = False,
-) -> None:
+) -> str:
     """A customer (at `client_ip`) asks `question`, is shown `faq` and chooses it."""
     conversation = Conversation.objects.create(
         site=site, visitor_id=visitor, client_ip=client_ip, visitor_verified=vouched
@@ -62,6 +67,7 @@ def click(
         ]
     )
     offers.choose(str(conversation.pk), message_id, faq.pk, time.time(), 300)
+    return message_id
 
 
 def test_distinct_customers_confirm_a_phrasing_listed_on_the_near_miss_page(
@@ -203,3 +209,63 @@ def test_another_sites_admin_cannot_act_on_a_phrasing(
     )
     assert response.status_code == 404
     assert ConfirmedPhrasing.objects.get(pk=phrasing.pk).state == "open"
+
+
+def test_a_cancelled_generation_credits_the_gpu_time_it_saved(
+    clean_cache: None,  # noqa: F811
+    django_capture_on_commit_callbacks: Callable,
+    redis_url: str,
+    settings,  # noqa: ANN001
+) -> None:
+    # given a site whose finished model answers cost 2.0 GPU seconds on average, and a click
+    # while the model's answer to the question was still running
+    settings.REDIS_URL = redis_url
+    redis_lib.Redis.from_url(redis_url).delete(GPU_SECONDS_SAVED_KEY)
+    site, faq = site_with_faq(django_capture_on_commit_callbacks)
+    earlier = question(conversation(site, timezone.now()), "Earlier question", timezone.now())
+    answer(earlier, "llm", ttft_ms=100, total_ms=900, sla_met=True, gpu_seconds=1.5)
+    answer(earlier, "llm", ttft_ms=100, total_ms=900, sla_met=True, gpu_seconds=2.5)
+    message_id = click(site, faq, "198.51.100.1")
+    chat_id = str(Message.objects.get(pk=message_id).conversation_id)
+    # when the worker reports the cut-short generation (0.5 s used)
+    cut = InferenceResult(
+        conversation_id=chat_id, message_id=message_id, site_id=str(site.pk), text="Your par",
+        finish_reason="cancelled", prompt_tokens=40, completion_tokens=3, ttft_ms=150.0,
+        total_ms=400.0, gpu_seconds=0.5,
+    )  # fmt: skip
+    finalize_answer(cut.to_dict())
+    # then the choice saved 2.0 - 0.5 seconds, on its record and in the Prometheus counter
+    offer = SuggestionOffer.objects.get(question_id=message_id)
+    assert offer.model_cancelled and offer.gpu_seconds_saved == pytest.approx(1.5)
+    saved = redis_lib.Redis.from_url(redis_url).get(GPU_SECONDS_SAVED_KEY)
+    assert float(saved) == pytest.approx(1.5)
+    # and the model's row is closed without a failure to report
+    model = Message.objects.get(in_reply_to_id=message_id, source="llm")
+    assert model.state == "failed" and model.delivered
+
+
+def test_a_generation_that_finished_first_saved_nothing(
+    clean_cache: None,  # noqa: F811
+    django_capture_on_commit_callbacks: Callable,
+) -> None:
+    site, faq = site_with_faq(django_capture_on_commit_callbacks)
+    message_id = click(site, faq, "198.51.100.1")
+    chat_id = str(Message.objects.get(pk=message_id).conversation_id)
+    done = InferenceResult(
+        conversation_id=chat_id, message_id=message_id, site_id=str(site.pk), text="Soon.",
+        finish_reason="stop", prompt_tokens=40, completion_tokens=3, ttft_ms=150.0,
+        total_ms=400.0, gpu_seconds=0.5,
+    )  # fmt: skip
+    finalize_answer(done.to_dict())
+    offer = SuggestionOffer.objects.get(question_id=message_id)
+    assert not offer.model_cancelled and offer.gpu_seconds_saved == 0.0
+
+
+def test_the_site_admin_sets_the_suggestion_policy(
+    admin_client: HttpClient,  # noqa: F811
+) -> None:
+    site = Site.objects.create(name="Shop")
+    page = admin_client.get(f"/admin/tenants/site/{site.pk}/change/").content.decode()
+    for field in ("suggestion_policy", "confirmations_needed", "auto_add_confirmed_phrasings"):
+        assert f'name="{field}"' in page
+    assert "suggest_first" in page and "model_only" in page
