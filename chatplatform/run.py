@@ -265,9 +265,11 @@ def _stop_on_signal(signum: int, _frame: object) -> None:
 
 def main() -> int:
     platform = Platform()
-    # SIGTERM (kill) and SIGHUP (the terminal closed) stop everything like Ctrl-C.
-    signal.signal(signal.SIGTERM, _stop_on_signal)
-    signal.signal(signal.SIGHUP, _stop_on_signal)
+    # SIGTERM (kill) and SIGHUP (the terminal closed) stop everything like Ctrl-C. SIGINT too,
+    # explicitly: a shell starts a background job with SIGINT ignored, and `kill -INT` must
+    # still stop it.
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _stop_on_signal)
     try:
         platform.start()
         health = platform.wait_healthy()

@@ -177,12 +177,18 @@ class AnswerService:
         except EngineOverloadedError as error:
             return self._refuse(request, Refusal("overloaded", f"the model is busy: {error}"))
         next_renew = time.monotonic() + LEASE_RENEW_S
-        while not ticket.done.wait(CANCEL_POLL_S):
-            if self.redis.exists(cancel_key(request.message_id)):
-                self.engine.cancel(ticket)
-            if time.monotonic() >= next_renew:
-                self._renew(lease, request)
-                next_renew = time.monotonic() + LEASE_RENEW_S
+        try:
+            while not ticket.done.wait(CANCEL_POLL_S):
+                if self.redis.exists(cancel_key(request.message_id)):
+                    self.engine.cancel(ticket)
+                if time.monotonic() >= next_renew:
+                    self._renew(lease, request)
+                    next_renew = time.monotonic() + LEASE_RENEW_S
+        except redis.RedisError:
+            # Redis went away mid-answer: the task is put back on its queue (worker.py), so
+            # stop this generation rather than run it beside the copy that will start again.
+            self.engine.cancel(ticket)
+            raise
         result = ticket.result
         assert result is not None  # set before `done`
         if result.finish_reason == "error":

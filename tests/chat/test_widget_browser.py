@@ -70,6 +70,7 @@ def test_faq_question_is_answered_from_the_cache(shop) -> None:
     assert answers(page).nth(1).locator(".text").text_content() == (
         "Standard shipping takes 3-5 business days."
     )
+    assert answers(page).nth(1).locator(".demo-tag").count() == 0  # a real (FAQ) answer
     page.screenshot(path=str(SCREENSHOT))
 
 
@@ -84,6 +85,11 @@ def test_novel_question_is_streamed_from_the_model(shop) -> None:
         "the streamed answer to be stored and marked delivered",
     )
     assert text and text == reply.text
+    # the platform runs the offline model (random weights): the page and the answer say so
+    assert answers(page).nth(1).locator(".demo-tag").text_content() == (
+        "demo model: random weights, not a real answer"
+    )
+    assert page.locator("#demo-model-note").is_visible()
 
 
 def test_script_injection_is_shown_as_text(shop) -> None:
