@@ -21,6 +21,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,36 +58,39 @@ def command_line(pid: int) -> list[str]:
     return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
 
 
+def processes() -> Iterator[tuple[int, Path]]:
+    """(pid, /proc entry) of every process on the machine."""
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            yield int(entry.name), entry
+
+
 def children_of(parent: int) -> dict[str, int]:
     found: dict[str, int] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
+    for pid, entry in processes():
         try:
             stat = (entry / "stat").read_text()
         except OSError:
             continue
         if int(stat.rsplit(")", 1)[1].split()[1]) != parent:
             continue
-        args = command_line(int(entry.name))
+        args = command_line(pid)
         for name, matches in CHILDREN.items():
             if matches(args):
-                found[name] = int(entry.name)
+                found[name] = pid
     return found
 
 
 def processes_with(var_dir: Path, matches) -> list[int]:
     """Processes anywhere (orphans too) started for this platform (its VAR_DIR) that match."""
     pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
+    for pid, entry in processes():
         try:
             environ = (entry / "environ").read_bytes()
         except OSError:
             continue
-        if f"VAR_DIR={var_dir}".encode() in environ and matches(command_line(int(entry.name))):
-            pids.append(int(entry.name))
+        if f"VAR_DIR={var_dir}".encode() in environ and matches(command_line(pid)):
+            pids.append(pid)
     return pids
 
 

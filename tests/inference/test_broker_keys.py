@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 
 import redis as redis_lib
+from celery import Celery
 
 from chatplatform.celery_app import app as cpu_app
 from inference.worker import VISIBILITY_TIMEOUT_S
@@ -28,13 +29,18 @@ def hold_unacked(client: redis_lib.Redis, keys: tuple[str, str], tag: str, queue
     client.zadd(index_key, {tag: time.time() - HELD_FOR_S})
 
 
-def sweep_as_the_inference_worker(until: Callable[[], bool]) -> None:
-    with inference_app.connection_for_write() as connection:
+def sweep_as(app: Celery, until: Callable[[], bool]) -> None:
+    """Sweep for abandoned deliveries as a worker of `app` does, until `until()` holds."""
+    with app.connection_for_write() as connection:
         for _ in range(SWEEPS):
             connection.default_channel.qos.restore_visible(num=100, interval=1)
             if until():
                 return
             time.sleep(0.05)
+
+
+def sweep_as_the_inference_worker(until: Callable[[], bool]) -> None:
+    sweep_as(inference_app, until)
 
 
 def test_the_inference_sweep_leaves_a_long_cpu_task_alone(redis_client: redis_lib.Redis) -> None:
@@ -129,12 +135,8 @@ def test_a_dead_cpu_workers_task_comes_back_within_its_visibility_timeout(
         redis_client.zadd(
             keys[1], {"killed-finalize": time.time() - settings.CPU_VISIBILITY_TIMEOUT_S - 1}
         )
-        # when a CPU worker sweeps (kombu's default timeout was an hour: it stayed put)
-        for _ in range(SWEEPS):
-            channel.qos.restore_visible(num=100, interval=1)
-            if redis_client.llen(CPU_QUEUE):
-                break
-            time.sleep(0.05)
+    # when a CPU worker sweeps (kombu's default timeout was an hour: it stayed put)
+    sweep_as(cpu_app, until=lambda: redis_client.llen(CPU_QUEUE) > 0)
     # then it is back on its queue for another worker
     assert redis_client.llen(CPU_QUEUE) == 1
     assert settings.CPU_VISIBILITY_TIMEOUT_S <= 60
