@@ -473,3 +473,36 @@ def test_site_switched_off_during_a_chat_stops_the_widget_and_gives_the_message_
     assert page.locator("#cs-chat-widget textarea").input_value() == "Are you still open?"
     assert page.locator("#cs-chat-widget textarea").is_disabled()
     assert page.locator("#cs-chat-widget .msg.user").count() == 0
+
+
+def test_a_restarted_answer_replaces_the_text_streamed_before_it(shop) -> None:
+    # given a customer's open conversation, and an answer that was streaming to it when its
+    # worker (or the model server) failed, and then streams again from its beginning
+    from concurrent.futures import ThreadPoolExecutor
+
+    from asgiref.sync import async_to_sync
+    from channels.layers import get_channel_layer
+
+    from chatplatform.chat import store
+    from inference.contracts import conversation_group
+
+    def send(group: str, event: dict) -> None:
+        # as a worker does; from another thread: Playwright's loop runs in this one
+        with ThreadPoolExecutor(1) as pool:
+            pool.submit(async_to_sync(get_channel_layer().group_send), group, event).result()
+
+    page, _ = shop
+    conversation_id = page.evaluate(
+        "() => JSON.parse(localStorage.getItem(Object.keys(localStorage)[0])).conversationId"
+    )
+    group, question = conversation_group(conversation_id), "restarted-question"
+    reply = f"#cs-chat-widget .msg.assistant[data-id='{store.reply_id_for(question)}'] .text"
+    send(group, {"type": "answer.start", "message_id": question})
+    send(group, {"type": "answer.delta", "message_id": question, "text": "Partial first try"})
+    page.locator(reply).filter(has_text="Partial first try").wait_for()
+    # when the second attempt starts and streams
+    send(group, {"type": "answer.start", "message_id": question})
+    send(group, {"type": "answer.delta", "message_id": question, "text": "Whole"})
+    # then only the second attempt's text is shown, before the answer even ends
+    page.locator(reply).filter(has_text="Whole").wait_for()
+    assert page.locator(reply).text_content() == "Whole"

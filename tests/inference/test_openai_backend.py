@@ -13,8 +13,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,7 +22,7 @@ import redis as redis_lib
 from celery import Celery
 
 from embedded_redis import free_port
-from inference.contracts import Queue, cancel_key
+from inference.contracts import cancel_key
 from tests.inference.test_worker import (
     GroupWatcher,
     Worker,
@@ -32,6 +30,8 @@ from tests.inference.test_worker import (
     finalized,
     make_request,
     send,
+    start_worker,
+    stop_workers,
     wait_ready,
 )
 from tests.openai_server import SERVED_MODEL, FaultProxyProcess, VLLMServer
@@ -48,7 +48,7 @@ MAX_NEW_TOKENS = 2000
 RESTART_RETRY_WINDOW_S = 180
 PROXIED_STALL_TIMEOUT_S = 3
 # Still streaming when the server is killed right after every first token, four at a time.
-RESTART_ANSWER_TOKENS = 400
+RESTART_ANSWER_TOKENS = 1000
 
 
 def db_url(redis_url: str, db: int) -> str:
@@ -58,37 +58,16 @@ def db_url(redis_url: str, db: int) -> str:
 def start_openai_worker(
     name: str, url: str, base_url: str, log_dir: Path, **settings: str
 ) -> Worker:
-    log = log_dir / f"{name}.log"
-    env = {
-        **os.environ,
-        "REDIS_URL": url,
+    """An inference worker with INFERENCE_BACKEND=openai (it loads no model)."""
+    openai_settings = {
         "INFERENCE_BACKEND": "openai",
         "INFERENCE_OPENAI_BASE_URL": base_url,
         "INFERENCE_OPENAI_MODEL": SERVED_MODEL,
         "INFERENCE_OPENAI_API_KEY": "",
         "INFERENCE_MAX_NEW_TOKENS": str(MAX_NEW_TOKENS),
         "INFERENCE_VISIBILITY_TIMEOUT": str(VISIBILITY_TIMEOUT_S),
-        **settings,
     }
-    command = [
-        sys.executable, "-m", "celery", "-A", "inference.worker", "worker",
-        "-Q", Queue.INFERENCE.value, "--pool", "threads", "-c", "16", "-n", f"{name}@%h",
-        "--without-gossip", "--without-mingle", "--without-heartbeat", "-l", "info",
-    ]  # fmt: skip
-    with log.open("wb") as out:
-        process = subprocess.Popen(command, env=env, cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
-    return Worker(name, process, log)
-
-
-def stop_workers(workers: list[Worker]) -> None:
-    for worker in workers:
-        if worker.process.poll() is None:
-            worker.process.terminate()
-    for worker in workers:
-        try:
-            worker.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            worker.process.kill()
+    return start_worker(name, url, Path("unused"), log_dir, **{**openai_settings, **settings})
 
 
 @pytest.fixture(scope="module")
@@ -253,6 +232,7 @@ async def test_server_killed_mid_stream_and_restarted_loses_and_doubles_nothing(
         await asyncio.gather(*[w.until(lambda e: e["type"] == "answer.delta") for w in watchers])
         # when the server dies (SIGKILL: no goodbye on its streams) and comes back
         vllm_server.kill()
+        cut = [not any(e["type"] == "answer.end" for e in w.events) for w in watchers]
         ends = asyncio.gather(*[w.final(timeout=RESTART_RETRY_WINDOW_S) for w in watchers])
         await asyncio.to_thread(vllm_server.start)
         ends = await ends
@@ -260,12 +240,15 @@ async def test_server_killed_mid_stream_and_restarted_loses_and_doubles_nothing(
     finally:
         for watcher in watchers:
             await watcher.__aexit__()
-    # then every answer arrives exactly once, streamed anew after a second answer.start
-    for end, watcher, message_id in zip(ends, watchers, ids, strict=True):
+    # then every answer arrives exactly once; those the kill cut were streamed anew after a
+    # second answer.start
+    assert any(cut), "every answer had ended before the kill: nothing was tested"
+    for end, watcher, message_id, was_cut in zip(ends, watchers, ids, cut, strict=True):
         types = types_of(watcher)
         assert end["type"] == "answer.end", watcher.events[-3:]
-        assert types.count("answer.end") == 1 and types.count("answer.start") >= 2
-        assert end["result"]["finish_reason"] == "length"
+        assert types.count("answer.end") == 1
+        assert types.count("answer.start") >= (2 if was_cut else 1)
+        assert end["result"]["finish_reason"] in {"length", "stop"}
         assert text_after_last_start(watcher) == end["result"]["text"]
         assert await_until(lambda m=message_id: len(finalized(redis, m)) == 1)
     logs = "".join(worker.log_text() for worker in direct_workers)
@@ -326,7 +309,7 @@ async def test_a_fault_is_retried_and_answered_once(
     calls = proxy.calls()
     assert [call["fault"] for call in calls] == [fault["kind"], None]
     assert end["type"] == "answer.end" and types_of(watcher).count("answer.end") == 1
-    assert end["result"]["finish_reason"] == "length"
+    assert end["result"]["finish_reason"] in {"length", "stop"}
     assert text_after_last_start(watcher) == end["result"]["text"] != ""
     assert await_until(lambda: len(finalized(redis, message_id)) == 1)
     if name == "rate-limited":  # the Retry-After was honoured
@@ -399,7 +382,6 @@ async def test_a_fault_that_cannot_pass_in_time_fails_at_once(
     ("settings", "named"),
     [
         ({"INFERENCE_OPENAI_MODEL": "no-such-model"}, "INFERENCE_OPENAI_MODEL='no-such-model'"),
-        ({"INFERENCE_OPENAI_BASE_URL": "vllm:8000"}, "INFERENCE_OPENAI_BASE_URL='vllm:8000'"),
         ({"INFERENCE_BACKEND": "vllm"}, "INFERENCE_BACKEND='vllm'"),
     ],
 )

@@ -61,7 +61,8 @@ def db_url(redis_url: str) -> str:
     return redis_url.rsplit("/", 1)[0] + f"/{REDIS_DB}"
 
 
-def start_worker(name: str, url: str, model_dir: Path, log_dir: Path) -> Worker:
+def start_worker(name: str, url: str, model_dir: Path, log_dir: Path, **settings: str) -> Worker:
+    """An inference worker with the offline model, `settings` (environment) on top."""
     log = log_dir / f"{name}.log"
     env = {
         **os.environ,
@@ -72,6 +73,7 @@ def start_worker(name: str, url: str, model_dir: Path, log_dir: Path) -> Worker:
         "INFERENCE_VISIBILITY_TIMEOUT": "",  # blank: the default, whatever this shell set
         "INFERENCE_MAX_RUNNING": "8",
         "HF_HUB_OFFLINE": "1",
+        **settings,
     }
     command = [
         sys.executable, "-m", "celery", "-A", "inference.worker", "worker",
@@ -107,14 +109,18 @@ def workers(url: str, tiny_model_dir: Path, tmp_path_factory) -> Iterator[list[W
             wait_ready(worker)
         yield started
     finally:
-        for worker in started:
-            if worker.process.poll() is None:
-                worker.process.terminate()
-        for worker in started:
-            try:
-                worker.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                worker.process.kill()
+        stop_workers(started)
+
+
+def stop_workers(workers: list[Worker]) -> None:
+    for worker in workers:
+        if worker.process.poll() is None:
+            worker.process.terminate()
+    for worker in workers:
+        try:
+            worker.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            worker.process.kill()
 
 
 @pytest.fixture(scope="module")
