@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import threading
 import time
@@ -50,7 +51,7 @@ from inference.openai_faults import (
 )
 from inference.openai_settings import OpenAISettings
 from inference.prompt import fold_system
-from inference.scheduling import DeadlineQueue, StepCosts, estimate_ttft_s
+from inference.scheduling import DeadlineQueue, StepCosts, estimate_ttft_s, start_delay_s
 from inference.textstream import Coalescer
 
 logger = logging.getLogger(__name__)
@@ -125,7 +126,9 @@ class OpenAIEngine:
 
     def __init__(self, settings: OpenAISettings, limits: EngineLimits) -> None:
         self.settings = settings
-        self.limits = limits
+        # The concurrency window is this back end's running limit: the fleet's capacity
+        # figures (runtime.StatsReporter) and the admission estimates read it from here.
+        self.limits = dataclasses.replace(limits, max_running=settings.max_concurrency)
         self.costs = StepCosts()
         self.tokenizer = None  # the server tokenizes; nothing here needs one
         self.tokens_generated = 0
@@ -177,6 +180,17 @@ class OpenAIEngine:
             self._waiting.push(ticket, request.deadline, late=late)
         self._loop.call_soon_threadsafe(self._poke)
         return ticket
+
+    def estimate_start_s(self, deadline: float) -> float:
+        """Seconds until a new request with `deadline` would be sent to the server (the
+        service's fleet admission: hand it back to the queue, or shed it, when too long)."""
+        with self._lock:
+            return start_delay_s(
+                self.costs,
+                self._waiting.count_before(deadline),
+                len(self._running),
+                self.limits.max_running,
+            )
 
     def cancel(self, ticket: ServerTicket) -> None:
         """Stop a request: taken out of the queue, or its call cancelled (closing its stream)."""
@@ -272,7 +286,7 @@ class OpenAIEngine:
         while not self._closed:
             with self._lock:
                 self._flag_overdue_locked()
-                free = self.settings.max_concurrency - len(self._running)
+                free = self.limits.max_running - len(self._running)
                 admitted = []
                 while len(admitted) < free and (ticket := self._waiting.pop()) is not None:
                     ticket.admitted_at = time.perf_counter()
@@ -428,7 +442,7 @@ class OpenAIEngine:
             self.costs,
             waiting_ahead=waiting_ahead,
             running=len(self._running),
-            max_running=self.settings.max_concurrency,
+            max_running=self.limits.max_running,
             prompt_tokens=ticket.prompt_tokens_estimate,
         )
 

@@ -140,3 +140,18 @@ def test_the_server_gets_the_same_stable_prefix_turns_as_the_in_process_prompt()
     # conversation of the site, whatever the customer asks
     assert sent[0]["content"].startswith("You are a shop.")
     assert sent[-1]["content"].endswith("Where is my order?\n</customer>")
+
+
+def test_the_concurrency_window_is_the_back_ends_running_limit() -> None:
+    # the fleet's capacity figures and the hand-back estimate read it as max_running
+    from inference.engine import EngineLimits
+    from inference.openai_engine import OpenAIEngine
+
+    engine = OpenAIEngine(
+        OpenAISettings("http://127.0.0.1:9/v1", "ds", max_concurrency=3), EngineLimits()
+    )
+    try:
+        assert engine.limits.max_running == 3
+        assert engine.estimate_start_s(deadline=0.0) >= 0.0  # a slot is free: next step
+    finally:
+        engine.close()
