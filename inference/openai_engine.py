@@ -55,6 +55,9 @@ from inference.scheduling import DeadlineQueue, StepCosts, estimate_ttft_s, star
 from inference.textstream import Coalescer
 
 logger = logging.getLogger(__name__)
+# The HTTP client logs every request at INFO: one line per answer, nothing a reader needs
+# (faults are logged here, with the message id). Its warnings still come through.
+logging.getLogger("httpx2").setLevel(logging.WARNING)
 
 Emit = Callable[[dict[str, Any]], None]
 
