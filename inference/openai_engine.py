@@ -39,8 +39,8 @@ from typing import Any
 
 import openai
 
-from inference.contracts import InferenceRequest, InferenceResult, PromptMessage, StreamEventType
-from inference.engine import EngineLimits, EngineOverloadedError
+from inference.contracts import InferenceRequest, InferenceResult, PromptMessage
+from inference.engine import Engine, EngineLimits, EngineOverloadedError
 from inference.envvars import EnvSettingError
 from inference.openai_faults import (
     Fault,
@@ -51,7 +51,7 @@ from inference.openai_faults import (
 )
 from inference.openai_settings import OpenAISettings
 from inference.prompt import fold_system
-from inference.scheduling import DeadlineQueue, StepCosts, estimate_ttft_s, start_delay_s
+from inference.scheduling import DeadlineQueue, StepCosts, estimate_ttft_s
 from inference.textstream import Coalescer
 
 logger = logging.getLogger(__name__)
@@ -127,6 +127,16 @@ def chat_messages(messages: Sequence[PromptMessage]) -> list[dict[str, str]]:
 class OpenAIEngine:
     """EDF admission and streaming in front of an OpenAI-compatible server."""
 
+    # The parts of the in-process engine's front that read only what this class has too
+    # (the lock, the queue, the running set, the costs, the limits; a ticket's request, emit,
+    # arrival and late flag): one definition of the events and figures for both back ends.
+    estimate_start_s = Engine.estimate_start_s
+    running_count = Engine.running_count
+    waiting_count = Engine.waiting_count
+    _flag_late = Engine._flag_late
+    _announce_start = Engine._announce_start
+    _emit_delta = Engine._emit_delta
+
     def __init__(self, settings: OpenAISettings, limits: EngineLimits) -> None:
         self.settings = settings
         # The concurrency window is this back end's running limit: the fleet's capacity
@@ -184,17 +194,6 @@ class OpenAIEngine:
         self._loop.call_soon_threadsafe(self._poke)
         return ticket
 
-    def estimate_start_s(self, deadline: float) -> float:
-        """Seconds until a new request with `deadline` would be sent to the server (the
-        service's fleet admission: hand it back to the queue, or shed it, when too long)."""
-        with self._lock:
-            return start_delay_s(
-                self.costs,
-                self._waiting.count_before(deadline),
-                len(self._running),
-                self.limits.max_running,
-            )
-
     def cancel(self, ticket: ServerTicket) -> None:
         """Stop a request: taken out of the queue, or its call cancelled (closing its stream)."""
         with self._lock:
@@ -239,14 +238,6 @@ class OpenAIEngine:
             self._call_soon(self._shutdown(), timeout=10)
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(timeout=10)
-
-    @property
-    def running_count(self) -> int:
-        return len(self._running)
-
-    @property
-    def waiting_count(self) -> int:
-        return len(self._waiting)
 
     # ------------------------------------------------------------------ the loop thread
 
@@ -380,7 +371,7 @@ class OpenAIEngine:
         ticket.coalescer = Coalescer()
         ticket.chunks = 0
         ticket.server_finish = None
-        ticket.emit({"type": StreamEventType.START.value, "message_id": ticket.request.message_id})
+        self._announce_start(ticket)
 
     def _on_chunk(self, ticket: ServerTicket, chunk: Any, started: float) -> None:
         try:
@@ -434,10 +425,6 @@ class OpenAIEngine:
             chars = sum(len(m["content"]) for m in ticket.messages)
             self._chars_per_token = chars / prompt_tokens
 
-    def _emit_delta(self, ticket: ServerTicket, text: str) -> None:
-        message_id = ticket.request.message_id
-        ticket.emit({"type": StreamEventType.DELTA.value, "message_id": message_id, "text": text})
-
     # ------------------------------------------------------------------ admission figures
 
     def _estimate_locked(self, ticket: ServerTicket, waiting_ahead: int) -> float:
@@ -460,16 +447,6 @@ class OpenAIEngine:
             no_text_yet = ticket.first_token_wall is None
             if not ticket.flagged_late and no_text_yet and now > ticket.request.deadline:
                 self._flag_late(ticket, self._estimate_locked(ticket, 0))
-
-    def _flag_late(self, ticket: ServerTicket, estimate_s: float) -> None:
-        ticket.flagged_late = True
-        ticket.emit(
-            {
-                "type": StreamEventType.DELAYED.value,
-                "message_id": ticket.request.message_id,
-                "estimated_ttft_ms": round((time.time() + estimate_s - ticket.arrival) * 1000, 1),
-            }
-        )
 
     # ------------------------------------------------------------------ the end
 
