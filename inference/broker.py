@@ -104,8 +104,14 @@ class QoS(kombu_redis.QoS):
 
         Runs on the worker's event-loop thread, the only one that adds to or removes from
         `_delivered` (task threads only mark tags acknowledged). `xx`: an entry the task
-        acknowledged meanwhile is not brought back."""
-        tags = list(self._delivered)
+        acknowledged meanwhile is not brought back.
+
+        Tags already acknowledged or rejected (`_dirty`: kombu forgets them only at its next
+        flush, which a worker whose consumer was cancelled never runs) are not renewed: a
+        delivery keeps its tag when it is requeued, so this worker would keep fresh another
+        worker's delivery of the same task, which then never came back when that worker died.
+        """
+        tags = [tag for tag in self._delivered if tag not in self._dirty]
         if tags:
             with self.channel.conn_or_acquire() as client:
                 client.zadd(self.unacked_index_key, dict.fromkeys(tags, time.time()), xx=True)
