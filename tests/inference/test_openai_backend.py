@@ -375,6 +375,36 @@ async def test_a_fault_that_cannot_pass_in_time_fails_at_once(
     assert len(proxy.calls()) == 1
 
 
+async def test_server_down_when_the_worker_starts_is_waited_for(
+    vllm_server: VLLMServer, redis_url: str, tmp_path: Path
+) -> None:
+    # given a worker started while nothing listens at its server's address (connections are
+    # refused): it starts anyway, saying so
+    url = db_url(redis_url, 11)
+    redis_lib.Redis.from_url(url).flushdb()
+    port = free_port()
+    worker = start_openai_worker("early", url, f"http://127.0.0.1:{port}/v1", tmp_path)
+    proxy = FaultProxyProcess(vllm_server, port, tmp_path / "late-proxy.log")
+    try:
+        wait_ready(worker)
+        assert "not reachable yet" in worker.log_text()
+        payload = make_request("oa-down-at-start-1", max_new_tokens=8)
+        async with GroupWatcher(url, payload["conversation_id"]) as watcher:
+            # when a request comes while the server is still down, and then the server is up
+            send(celery_client(url), payload)
+            await asyncio.sleep(1.0)
+            await asyncio.to_thread(proxy.start)
+            end = await watcher.final()
+            await watcher.quiet_for(1.0)
+    finally:
+        proxy.kill()
+        stop_workers([worker])
+    # then it is answered, once, after retries that met refused connections
+    assert end["type"] == "answer.end" and types_of(watcher).count("answer.end") == 1
+    assert "unreachable" in worker.log_text()
+    assert len(finalized(redis_lib.Redis.from_url(url), "oa-down-at-start-1")) == 1
+
+
 # --------------------------------------------------------------------------- start-up
 
 
