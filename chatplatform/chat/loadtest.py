@@ -331,7 +331,7 @@ def start_platform(web_processes: int = 1) -> tuple[Any, list[str]]:
     urls = [f"ws://{run.HOST}:{run.PORT}/ws/chat/"]
     for number in range(2, web_processes + 1):
         port = free_port()
-        platform.spawn(f"web-{number}", [sys.executable, "-m", "chatplatform.serve",
+        platform.supervise(f"web-{number}", [sys.executable, "-m", "chatplatform.serve",
                                          "-b", run.HOST, "-p", str(port),
                                          "chatplatform.asgi:application"])  # fmt: skip
         urls.append(f"ws://{run.HOST}:{port}/ws/chat/")
