@@ -20,6 +20,7 @@ import asyncio
 import json
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -112,6 +113,21 @@ async def concurrent(
     began = time.perf_counter()
     await asyncio.gather(*(caller() for _ in range(callers)))
     return latencies, len(questions) / (time.perf_counter() - began)
+
+
+def run_on_redis(
+    run: Callable[[argparse.Namespace, str], dict[str, object]],
+    args: argparse.Namespace,
+    prefix: str,
+) -> dict[str, object]:
+    """`run(args, url)` on `--redis-url`, else on a throwaway redis-server of its own."""
+    if args.redis_url:
+        return run(args, args.redis_url)
+    # The project's embedded redis-server helper (plain Python, no Django).
+    from embedded_redis import throwaway_redis
+
+    with throwaway_redis(prefix=prefix) as redis_url:
+        return run(args, redis_url)
 
 
 def run(args: argparse.Namespace, redis_url: str) -> dict[str, object]:
@@ -225,15 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="")
     parser.add_argument("--onnx-cache", default="var/cache-models")
     args = parser.parse_args(argv)
-    if args.redis_url:
-        result = run(args, args.redis_url)
-    else:
-        # The project's embedded redis-server helper (plain Python, no Django).
-        from embedded_redis import throwaway_redis
-
-        with throwaway_redis(prefix="bench-redis-") as redis_url:
-            result = run(args, redis_url)
-    print(json.dumps(result))
+    print(json.dumps(run_on_redis(run, args, "bench-redis-")))
     return 0
 
 

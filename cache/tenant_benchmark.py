@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import psutil
 
-from cache.benchmark import fill, filler_question, percentiles
+from cache.benchmark import fill, filler_question, percentiles, run_on_redis
 from cache.config import CacheConfig
 from cache.encoder import load_encoder
 from cache.service import SemanticCache
@@ -173,14 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="")
     parser.add_argument("--onnx-cache", default="var/cache-models")
     args = parser.parse_args(argv)
-    if args.redis_url:
-        result = run(args, args.redis_url)
-    else:
-        from embedded_redis import throwaway_redis
-
-        with throwaway_redis(prefix="tenant-redis-") as redis_url:
-            result = run(args, redis_url)
-    print(json.dumps(result))
+    print(json.dumps(run_on_redis(run, args, "tenant-redis-")))
     return 0
 
 

@@ -11,14 +11,12 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 from embedded_redis import free_port
+from tests.chat.platform import ChatPlatform
 
 BIN = Path(sys.executable).parent
 READY_TIMEOUT_S = 300  # three model-free and two model processes start on a shared 2-core box
@@ -26,39 +24,26 @@ INFERENCE_THREADS = 8
 DRAIN_TIMEOUT_S = 10
 
 
-class Cluster:
+class Cluster(ChatPlatform):
+    """ChatPlatform's environment and process handling, with several web processes (one per
+    name in `ports`) and two inference workers."""
+
     def __init__(
         self, database_path: str, redis_url: str, var_dir: Path, model_dir: Path, webs: int = 2
     ) -> None:
+        super().__init__(database_path, redis_url, var_dir, model_dir)
         self.redis_url = redis_url
         self.log_dir = var_dir / "logs" / "deploy-tests"
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.host = socket.gethostname()
         self.ports = {f"web{i}": free_port() for i in range(1, webs + 1)}
-        self.env = {
-            **os.environ,
-            "DJANGO_SETTINGS_MODULE": "chatplatform.settings.test",
-            "DATABASE_URL": f"sqlite:///{database_path}",
-            # The test settings take their Redis from TEST_REDIS_URL; the workers read REDIS_URL.
-            "TEST_REDIS_URL": redis_url,
-            "REDIS_URL": redis_url,
-            "VAR_DIR": str(var_dir),
-            "CHAT_MODEL": str(model_dir),
-            "INFERENCE_VISIBILITY_TIMEOUT": "10",
-            "CHAT_CANCEL_GRACE_S": "60",
-            "PYTHONUNBUFFERED": "1",
-        }
-        self.processes: dict[str, subprocess.Popen[bytes]] = {}
-
-    # --- processes ---------------------------------------------------------------------------
+        # A killed worker's task comes back within ~12 s (the scale-out test hands one over).
+        self.env.update({"INFERENCE_VISIBILITY_TIMEOUT": "10", "CHAT_CANCEL_GRACE_S": "60"})
 
     def spawn(self, name: str, args: list[str]) -> None:
-        log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - lives with the child
-        log.write(f"\n--- {name} started at {time.strftime('%H:%M:%S')} ---\n".encode())
-        log.flush()
-        self.processes[name] = subprocess.Popen(
-            args, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
+        with open(self.log_dir / f"{name}.log", "ab") as log:
+            log.write(f"\n--- {name} started at {time.strftime('%H:%M:%S')} ---\n".encode())
+        self._spawn(name, args)
 
     def start_web(self, name: str) -> None:
         self.spawn(
@@ -95,28 +80,13 @@ class Cluster:
         """The Celery node name of an inference worker."""
         return f"inference@{name}.{self.host}"
 
-    def ws_url(self, name: str) -> str:
+    def socket_url(self, name: str) -> str:
         return f"ws://127.0.0.1:{self.ports[name]}/ws/chat/"
 
     def wait_ready(self, web: str) -> None:
         """Until `web` answers /healthz with 200 (database, Redis and both queues' workers)."""
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        last = ""
-        while time.monotonic() < deadline:
-            for name, process in self.processes.items():
-                if process.poll() is not None:
-                    raise RuntimeError(f"{name} exited; see {self.log_dir / (name + '.log')}")
-            try:
-                url = f"http://127.0.0.1:{self.ports[web]}/healthz"
-                with urllib.request.urlopen(url, timeout=5) as response:
-                    if response.status == 200:
-                        return
-            except urllib.error.HTTPError as error:
-                last = error.read().decode(errors="replace")
-            except (urllib.error.URLError, ConnectionError, TimeoutError) as error:
-                last = str(error)
-            time.sleep(0.5)
-        raise RuntimeError(f"{web} not healthy after {READY_TIMEOUT_S} s: {last}")
+        self.base_url = f"http://127.0.0.1:{self.ports[web]}"
+        self.wait_healthy()
 
     def wait_worker(self, name: str) -> None:
         """Until inference worker `name` answers a ping (its model is loaded)."""
@@ -150,13 +120,7 @@ class Cluster:
         for process in self.processes.values():
             if process.poll() is None:
                 os.killpg(process.pid, signal.SIGCONT)  # a paused one must be able to exit
-                os.killpg(process.pid, signal.SIGTERM)
-        for process in self.processes.values():
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+        super().stop()
 
     # --- the inference queue ----------------------------------------------------------------
 

@@ -68,7 +68,7 @@ def cluster(django_db_setup, django_db_blocker, redis_url: str) -> Iterator[Clus
 
 
 def open_socket(cluster: Cluster, web: str) -> ClientConnection:
-    return connect(cluster.ws_url(web), origin=ORIGIN, open_timeout=30)
+    return connect(cluster.socket_url(web), origin=ORIGIN, open_timeout=30)
 
 
 def send(socket: ClientConnection, frame: dict[str, Any]) -> None:
@@ -243,7 +243,7 @@ def test_the_load_benchmark_splits_its_customers_over_both_web_processes(cluster
         [sys.executable, "manage.py", "rebuild_semantic_cache"],
         env=cluster.env, check=True, capture_output=True, timeout=300,
     )  # fmt: skip
-    urls = [cluster.ws_url("web1"), cluster.ws_url("web2")]
+    urls = [cluster.socket_url("web1"), cluster.socket_url("web2")]
     connects_before = {web: cluster.log(web).count("WSCONNECT") for web in ("web1", "web2")}
     # when
     run = subprocess.run(
