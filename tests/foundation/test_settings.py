@@ -128,3 +128,26 @@ def test_chat_limit_that_would_refuse_everyone_fails_at_start(name: str, value: 
 def test_chat_limits_accept_sensible_values() -> None:
     result = import_chat_config({"CHAT_IDLE_TIMEOUT_S": "900", "CHAT_MAX_MESSAGE_CHARS": "500"})
     assert result.returncode == 0, result.stderr
+
+
+def demo_model_under(settings_module: str, env_overrides: dict[str, str]) -> str:
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": settings_module, **env_overrides}
+    env.pop("CHAT_MODEL", None)
+    env.pop("DEMO_MODEL", None)
+    script = (
+        "import django; django.setup(); from django.conf import settings; "
+        "print(settings.DEMO_MODEL)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def test_production_never_guesses_a_demo_model() -> None:
+    # a production web pod without CHAT_MODEL (the chart gives it to the inference pods only)
+    production = {"DEBUG": "false", "SECRET_KEY": "s3cret-" * 8}
+    assert demo_model_under("chatplatform.settings.production", production) == "False"
+    # while `make run` without CHAT_MODEL runs the offline model, a demo
+    assert demo_model_under("chatplatform.settings.local", {}) == "True"
