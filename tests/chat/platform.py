@@ -16,6 +16,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from chatplatform.supervisor import die_with_parent
 from embedded_redis import free_port
 
 BIN = Path(sys.executable).parent
@@ -51,7 +52,13 @@ class ChatPlatform:
     def _spawn(self, name: str, args: list[str]) -> None:
         log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - lives with the child
         self.processes[name] = subprocess.Popen(
-            args, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            args,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            # A test session that dies (a timeout, a kill) must not leave the platform running.
+            preexec_fn=die_with_parent,
         )
 
     def start_web(self) -> None:
