@@ -1,7 +1,7 @@
 """CPU benchmark of the serving engine against two baselines, with the offline model.
 
     python -m inference.benchmark [--model DIR] [--quantization int8] [--levels 1 8 32 64]
-    python -m inference.benchmark --distinct [--rate 8] [--requests 80] [--overload] [--json]
+    python -m inference.benchmark --distinct [--rate 8] [--requests 8] [--rounds 5] [--overload]
 
 `--distinct` (see `distinct.py`): real, all-different customer questions (Banking77's test
 split) against a simulated site, prompts laid out as production lays them out; continuous
@@ -251,7 +251,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--distinct", action="store_true", help="distinct real questions")
     parser.add_argument("--questions", type=Path, default=None, help="CSV with a text column")
     parser.add_argument("--rate", type=float, default=8.0, help="--distinct: arrivals per s")
-    parser.add_argument("--requests", type=int, default=80, help="--distinct: how many")
+    parser.add_argument("--requests", type=int, default=8, help="--distinct: per round")
+    parser.add_argument("--rounds", type=int, default=5, help="--distinct: rounds of arrivals")
+    parser.add_argument(
+        "--head-chars", type=int, default=100, help="--distinct: CHAT_SITE_FAQ_HEAD_CHARS"
+    )
     parser.add_argument("--overload", action="store_true", help="--distinct: YIELD vs EDF")
     parser.add_argument("--json", action="store_true", help="last line: figures as JSON")
     parser.add_argument("--model", default=str(DEFAULT_MODEL_DIR))

@@ -7,11 +7,17 @@ FAQ head first (the same for every question), then the question's nearest FAQ en
 own category's and two neighbours') and the question. So prefix sharing can serve only what a
 real deployment would share, never a whole identical prompt.
 
-Systems on one seeded Poisson schedule at `--rate` arrivals/s, each on its own copy of the
-model: continuous batching with prefix sharing (production), the same with sharing off, and
-sequential `generate`. `--overload` then measures the engine's capacity (requests/s, from a
-burst) and runs twice that rate through the late-yield policy and plain earliest-deadline-
-first side by side: the share of first tokens within the 300 ms SLA is what the policy is for.
+Systems on one seeded schedule, each on its own copy of the model: continuous batching with
+prefix sharing (production), the same with sharing off, and sequential `generate`. The
+schedule is `--rounds` rounds of `--requests` Poisson arrivals at `--rate` per second, each
+round starting once the previous one is answered: "8 arrivals per second" as in the level
+benchmark (a one-second burst), with enough samples for a p99. (Sustained, 8 arrivals/s x 32
+tokens is more than this 2-core CPU decodes: about 150 tokens/s at best.)
+
+`--overload` then runs twice the engine's capacity through the late-yield policy and plain
+earliest-deadline-first side by side, with `OVERLOAD_MAX_RUNNING` slots so that a waiting
+line forms: capacity is measured from a burst of twice the slots, and the share of first
+tokens within the 300 ms SLA is what the policy is for.
 """
 
 from __future__ import annotations
@@ -44,16 +50,17 @@ QUESTION_FILES = [
     REPO.parent / "shared" / "data" / "banking77" / "banking77_test.csv",
     REPO.parents[1] / "shared" / "data" / "banking77" / "banking77_test.csv",
 ]
-INSTRUCTIONS = (
-    "You are the support assistant of an online bank. Answer briefly and politely, from the "
-    "reference answers when one fits; otherwise say a human colleague will follow up."
-)
+INSTRUCTIONS = "You are the support assistant of an online bank. Answer briefly and politely."
 # The chat layer's head limits (chatplatform/chat/config.py), repeated here because the
 # inference package does not import the chat layer.
 HEAD_ENTRIES = 10
-HEAD_CHARS = 400
+HEAD_CHARS = 100
 NEAREST = 3  # suggestions per question (chat config SUGGESTION_COUNT)
 SEED = 7
+# Slots of the overload run's engines: few enough that twice the capacity builds a waiting
+# line within seconds on this CPU (with 32 slots the line forms only after ~30 s).
+OVERLOAD_MAX_RUNNING = 8
+OVERLOAD_REQUESTS = 64
 
 
 def question_file(explicit: Path | None) -> Path:
@@ -93,12 +100,12 @@ def simulated_faq(categories: list[str]) -> dict[str, FaqEntry]:
 
 
 def distinct_prompts(
-    tokenizer: Any, rows: list[tuple[str, str]], budget: int
+    tokenizer: Any, rows: list[tuple[str, str]], budget: int, head_chars: int = HEAD_CHARS
 ) -> tuple[list[list[int]], int]:
     """Token ids of each question's prompt, and the length of the shared site head in tokens."""
     faq = simulated_faq([category for _, category in rows])
     order = list(faq)
-    head = faq_head([faq[c] for c in order], HEAD_ENTRIES, HEAD_CHARS)
+    head = faq_head([faq[c] for c in order], HEAD_ENTRIES, head_chars)
     prompts = []
     for question, category in rows:
         at = order.index(category)
@@ -153,45 +160,61 @@ def run_distinct(args: argparse.Namespace) -> None:
     path = question_file(args.questions)
     limits = EngineLimits(max_running=args.max_running, max_new_tokens=args.new_tokens)
     _, tokenizer = load(args)
-    rows = load_questions(path, args.requests)
-    prompts, head_tokens = distinct_prompts(tokenizer, rows, limits.max_prompt_tokens)
+    count = args.requests * args.rounds
+    rows = load_questions(path, max(count, OVERLOAD_REQUESTS))
+    prompts, head_tokens = distinct_prompts(
+        tokenizer, rows, limits.max_prompt_tokens, args.head_chars
+    )
     mean_tokens = sum(map(len, prompts)) / len(prompts)
     print(
-        f"{len(prompts)} distinct questions from {path.name}; prompts {mean_tokens:.0f} tokens "
-        f"on average, {head_tokens} of them the site head; rate {args.rate}/s, "
-        f"{args.new_tokens} new tokens; load average {os.getloadavg()[0]:.1f}",
+        f"{count} distinct questions from {path.name}; prompts {mean_tokens:.0f} tokens on "
+        f"average, {head_tokens} of them the site head; {args.rounds} rounds of "
+        f"{args.requests} at {args.rate}/s, {args.new_tokens} new tokens; load average "
+        f"{os.getloadavg()[0]:.1f}",
         flush=True,
     )
-    schedule = poisson_schedule(len(prompts), args.rate, seed=SEED)
+    rounds = [
+        (
+            poisson_schedule(args.requests, args.rate, seed=SEED + r),
+            prompts[r * args.requests : (r + 1) * args.requests],
+        )
+        for r in range(args.rounds)
+    ]
     report: dict[str, Any] = {
         "questions": path.name,
-        "requests": len(prompts),
+        "requests": count,
+        "rounds": args.rounds,
         "rate_per_s": args.rate,
         "new_tokens": args.new_tokens,
         "prompt_tokens_mean": round(mean_tokens, 1),
         "site_head_tokens": head_tokens,
+        "head_chars": args.head_chars,
         "load_average_1m": round(os.getloadavg()[0], 2),
         "systems": {},
     }
     for name, sharing in [("continuous", True), ("continuous_no_sharing", False)]:
         engine = continuous_engine(args, limits, sharing, LatePolicy.YIELD)
         try:
-            row = summarize(
-                name, len(prompts), run_engine(engine, schedule, prompts, args.new_tokens)
-            )
-            report["systems"][name] = figures(row, engine)
+            outcomes = [
+                outcome
+                for schedule, batch in rounds
+                for outcome in run_engine(engine, schedule, batch, args.new_tokens)
+            ]
+            report["systems"][name] = figures(summarize(name, count, outcomes), engine)
         finally:
             engine.close()
         print(f"{name:>22}: {report['systems'][name]}", flush=True)
     model, _ = load(args)
     run_sequential(model, [0.0], prompts[:1], 4)  # warm-up
-    row = summarize(
-        "sequential", len(prompts), run_sequential(model, schedule, prompts, args.new_tokens)
-    )
-    report["systems"]["sequential"] = figures(row, None)
+    outcomes = [
+        outcome
+        for schedule, batch in rounds
+        for outcome in run_sequential(model, schedule, batch, args.new_tokens)
+    ]
+    report["systems"]["sequential"] = figures(summarize("sequential", count, outcomes), None)
     print(f"{'sequential':>22}: {report['systems']['sequential']}", flush=True)
     if args.overload:
-        report["overload"] = overload(args, limits, prompts)
+        report["overload"] = overload(args, prompts[:OVERLOAD_REQUESTS])
     print()
     print("| system | TTFT p50 (ms) | TTFT p99 (ms) | tokens/s | TTFT <= 300 ms | prefix hits |")
     print("| --- | --- | --- | --- | --- | --- |")
@@ -204,8 +227,9 @@ def run_distinct(args: argparse.Namespace) -> None:
         print(json.dumps(report))
 
 
-def overload(args: argparse.Namespace, limits: EngineLimits, prompts: list[list[int]]) -> dict:
+def overload(args: argparse.Namespace, prompts: list[list[int]]) -> dict:
     """SLA attainment of the late-yield policy and plain EDF at twice the measured capacity."""
+    limits = EngineLimits(max_running=OVERLOAD_MAX_RUNNING, max_new_tokens=args.new_tokens)
     engines = {
         policy: continuous_engine(args, limits, True, policy)
         for policy in (LatePolicy.YIELD, LatePolicy.EDF)
@@ -213,8 +237,10 @@ def overload(args: argparse.Namespace, limits: EngineLimits, prompts: list[list[
     try:
         capacity = measure_capacity(engines[LatePolicy.YIELD], prompts, args.new_tokens)
         rate = 2 * capacity
-        schedule = poisson_schedule(len(prompts), rate, seed=SEED + 1)
+        schedule = poisson_schedule(len(prompts), rate, seed=SEED + 100)
         result: dict[str, Any] = {
+            "max_running": OVERLOAD_MAX_RUNNING,
+            "requests": len(prompts),
             "capacity_per_s": round(capacity, 2),
             "rate_per_s": round(rate, 2),
         }

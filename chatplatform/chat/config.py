@@ -76,14 +76,15 @@ PROMPT_HISTORY_TURNS = 6
 # FAQ entries offered as grounding to the model and as suggestions in a holding reply.
 SUGGESTION_COUNT = 3
 # The site's FAQ head: its first FAQs by id (a fixed order), up to this many entries and
-# characters, open every prompt of the site, so a prefix-sharing KV cache computes them once
-# for all its customers. Head + suggestions stay within the cache's limit of FAQ versions
-# per answer (cache.admission.MAX_GROUNDING, 16). 400 characters are ~100 tokens of
-# DeepSeek's tokenizer (~250 of the offline model's, which knows fewer words): on CPU the
-# batch's attention cost grows with every prompt's length, cached or not (docs/benchmarks.md);
-# a GPU deployment with a paged attention kernel can afford a larger head.
+# characters, open every prompt of the site after the instructions, so a prefix-sharing KV
+# cache computes them once for all its customers (the question's nearest FAQs come with the
+# question either way). Head + suggestions stay within the cache's limit of FAQ versions per
+# answer (cache.admission.MAX_GROUNDING, 16). The default suits the CPU: there the batching
+# manager's attention costs in proportion to every running prompt's whole length, cached or
+# not, and a 400-character head took the distinct-question TTFT p50 from 59 ms to 444 ms
+# (docs/benchmarks.md); a GPU deployment with paged attention kernels can raise it.
 SITE_FAQ_HEAD_ENTRIES = 10
-SITE_FAQ_HEAD_CHARS = get_from_env("CHAT_SITE_FAQ_HEAD_CHARS", 400, positive_int)
+SITE_FAQ_HEAD_CHARS = get_from_env("CHAT_SITE_FAQ_HEAD_CHARS", 100, positive_int)
 # Quick-reply buttons shown when the widget opens.
 QUICK_REPLY_COUNT = 4
 # A rating's optional comment: a few sentences about the support received.

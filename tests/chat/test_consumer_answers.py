@@ -103,9 +103,12 @@ async def test_faq_question_is_answered_whole_from_the_cache(client: Client, cha
 
 
 async def test_prompts_of_one_site_open_with_the_same_faq_head(
-    client: Client, chat_cache, redis_url: str
+    client: Client, chat_cache, redis_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # given a site with a second FAQ, created after the first
+    # given a head large enough for two FAQs, and a site with a second FAQ after the first
+    from chatplatform.chat import config
+
+    monkeypatch.setattr(config, "SITE_FAQ_HEAD_CHARS", 1000)
     site = await site_with(sla_ms=5000)
     second = await sync_to_async(FAQ.objects.create)(
         site=site, question="Do you ship abroad?", answer="Yes, to 30 countries."
