@@ -27,6 +27,7 @@ Every daphne option is accepted, and the application is named as for daphne:
 from __future__ import annotations
 
 import logging
+import math
 import signal
 import sys
 import time
@@ -133,17 +134,21 @@ class DrainingCommandLine(CommandLineInterface):
 
 def split_drain_timeout(argv: list[str]) -> tuple[float, list[str]]:
     """(`--drain-timeout` seconds, the other arguments for daphne)."""
-    timeout, rest = DEFAULT_DRAIN_TIMEOUT_S, []
+    raw, rest = str(DEFAULT_DRAIN_TIMEOUT_S), []
     args = iter(argv)
     for arg in args:
         if arg == "--drain-timeout":
-            timeout = float(next(args, ""))
+            raw = next(args, "")
         elif arg.startswith("--drain-timeout="):
-            timeout = float(arg.split("=", 1)[1])
+            raw = arg.split("=", 1)[1]
         else:
             rest.append(arg)
-    if not timeout > 0:
-        raise ValueError("--drain-timeout must be a number of seconds above 0")
+    try:
+        timeout = float(raw)
+    except ValueError:
+        timeout = math.nan
+    if not (math.isfinite(timeout) and timeout > 0):
+        raise ValueError(f"--drain-timeout must be a number of seconds above 0, not {raw!r}")
     return timeout, rest
 
 
