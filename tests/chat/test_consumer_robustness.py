@@ -262,11 +262,12 @@ async def test_resume_waits_for_an_unfinished_answer_and_reports_its_failure(
         welcome["conversation_id"],
         {"type": "answer.refused", "message_id": ack["message_id"], "code": "overloaded"},
     )
-    # then the new socket reports it, with the suggestions of a holding reply
+    # then the new socket reports it (a shed request: `overloaded`, inference/admission.py),
+    # with the suggestions of a holding reply
     holding = await second.receive_type("holding")
     assert holding["reply_to"] == ack["message_id"] and holding["suggestions"]
     error = await second.receive_type("error")
-    assert error["code"] == "model_unavailable" and error["ref"] == "waiting"
+    assert error["code"] == "overloaded" and error["ref"] == "waiting"
     await second.close()
 
 
