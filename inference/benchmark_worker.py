@@ -22,11 +22,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import signal
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +39,7 @@ from inference.prompt import build_messages
 
 REPO = Path(__file__).resolve().parents[1]
 WORKER_READY_TIMEOUT_S = 180
+LEVEL_TIMEOUT_S = 300  # every answer of a level ends well within this, even on a loaded box
 
 
 def start_worker(
@@ -64,16 +67,22 @@ def start_worker(
     return process
 
 
-async def one_level(layer: Any, client: Any, level: int, window: float, new_tokens: int) -> dict:
+async def one_level(
+    make_layer: Callable[[], Any], client: Any, level: int, window: float, new_tokens: int
+) -> dict:
     schedule = poisson_schedule(level, level / window, seed=level)
     run = uuid.uuid4().hex[:8]
+    # One channel layer per conversation, as each customer's socket has in the web process:
+    # 32 receives sharing one layer's receive loop sometimes never saw a final event that the
+    # worker had sent (2 runs of 3 at C=32 waited forever).
+    layers = [make_layer() for _ in range(level)]
     channels = []
-    for index in range(level):
+    for index, layer in enumerate(layers):
         channel = await layer.new_channel()
         await layer.group_add(conversation_group(f"bench-{run}-{index}"), channel)
         channels.append(channel)
 
-    async def watch(channel: str, sent: asyncio.Future) -> tuple[float, float, int]:
+    async def watch(layer: Any, channel: str, sent: asyncio.Future) -> tuple[float, float, int]:
         first = None
         while True:
             event = await layer.receive(channel)
@@ -87,7 +96,10 @@ async def one_level(layer: Any, client: Any, level: int, window: float, new_toke
 
     loop = asyncio.get_running_loop()
     sent_at = [loop.create_future() for _ in range(level)]
-    watchers = [asyncio.create_task(watch(c, s)) for c, s in zip(channels, sent_at, strict=True)]
+    watchers = [
+        asyncio.create_task(watch(layer, channel, sent))
+        for layer, channel, sent in zip(layers, channels, sent_at, strict=True)
+    ]
     start = time.perf_counter()
     for index, offset in enumerate(schedule):
         await asyncio.sleep(max(0.0, start + offset - time.perf_counter()))
@@ -110,7 +122,17 @@ async def one_level(layer: Any, client: Any, level: int, window: float, new_toke
         client.send_task(
             TaskName.GENERATE_ANSWER.value, args=[request.to_dict()], queue=Queue.INFERENCE.value
         )
-    outcomes = await asyncio.gather(*watchers)
+    try:
+        outcomes = await asyncio.wait_for(asyncio.gather(*watchers), LEVEL_TIMEOUT_S)
+    except TimeoutError:
+        missing = [i for i, watcher in enumerate(watchers) if not watcher.done()]
+        raise SystemExit(
+            f"C={level}: no final event for {len(missing)} requests within "
+            f"{LEVEL_TIMEOUT_S:.0f} s (indexes {missing}); see the worker log"
+        ) from None
+    finally:
+        for layer in layers:
+            await layer.close_pools()
     span = max(total + s.result() for (_, total, _), s in zip(outcomes, sent_at, strict=True))
     ttfts = [ttft for ttft, _, _ in outcomes]
     return {
@@ -128,18 +150,21 @@ async def run_levels(
     from channels_redis.core import RedisChannelLayer
 
     client = Celery("benchmark", broker=redis_url)
-    # redis-py 8 times out reads after 5 s by default, the same as channels_redis's blocking
-    # receive: give reads more room so an idle wait is not an error.
-    layer = RedisChannelLayer(hosts=[{"address": redis_url, "socket_timeout": 30}])
+
+    def make_layer() -> RedisChannelLayer:
+        # redis-py 8 times out reads after 5 s by default, the same as channels_redis's
+        # blocking receive: give reads more room so an idle wait is not an error.
+        return RedisChannelLayer(hosts=[{"address": redis_url, "socket_timeout": 30}])
+
     # One unrecorded request first: the web process's broker connection is long open in
     # production; here the first send_task would open it inside the measurement.
-    await one_level(layer, client, 1, window, new_tokens)
+    await one_level(make_layer, client, 1, window, new_tokens)
     rows = []
     for level in levels:
-        row = {"backend": backend, **await one_level(layer, client, level, window, new_tokens)}
+        figures = await one_level(make_layer, client, level, window, new_tokens)
+        row = {"backend": backend, **figures}
         print_row(row)
         rows.append(row)
-    await layer.close_pools()
     return rows
 
 
@@ -189,6 +214,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--openai-base-url", help="a running server (default: local vLLM)")
     parser.add_argument("--openai-model", default=None, help="its served model name")
     args = parser.parse_args(argv)
+    # Stopped from outside (`timeout`, Ctrl-C): still stop the worker and the server it started.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     workdir = Path(tempfile.mkdtemp(prefix="inference-bench-"))
     embedded = None
