@@ -257,6 +257,9 @@ def main(argv: list[str] | None = None) -> None:
         "--head-chars", type=int, default=100, help="--distinct: CHAT_SITE_FAQ_HEAD_CHARS"
     )
     parser.add_argument("--overload", action="store_true", help="--distinct: YIELD vs EDF")
+    parser.add_argument(
+        "--cold-site", action="store_true", help="--distinct: no question warms the site head"
+    )
     parser.add_argument("--json", action="store_true", help="last line: figures as JSON")
     parser.add_argument("--model", default=str(DEFAULT_MODEL_DIR))
     parser.add_argument("--quantization", default="int8")
