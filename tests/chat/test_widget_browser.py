@@ -475,34 +475,102 @@ def test_site_switched_off_during_a_chat_stops_the_widget_and_gives_the_message_
     assert page.locator("#cs-chat-widget .msg.user").count() == 0
 
 
-def test_a_restarted_answer_replaces_the_text_streamed_before_it(shop) -> None:
-    # given a customer's open conversation, and an answer that was streaming to it when its
-    # worker (or the model server) failed, and then streams again from its beginning
+def send_as_worker(conversation_id: str, event: dict) -> None:
+    """A stream event to the conversation's sockets, as an inference worker sends it (from
+    another thread: Playwright's event loop runs in this one)."""
     from concurrent.futures import ThreadPoolExecutor
 
     from asgiref.sync import async_to_sync
     from channels.layers import get_channel_layer
 
-    from chatplatform.chat import store
     from inference.contracts import conversation_group
 
-    def send(group: str, event: dict) -> None:
-        # as a worker does; from another thread: Playwright's loop runs in this one
-        with ThreadPoolExecutor(1) as pool:
-            pool.submit(async_to_sync(get_channel_layer().group_send), group, event).result()
+    send = async_to_sync(get_channel_layer().group_send)
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(send, conversation_group(conversation_id), event).result()
 
-    page, _ = shop
-    conversation_id = page.evaluate(
+
+def widget_conversation_id(page) -> str:
+    return page.evaluate(
         "() => JSON.parse(localStorage.getItem(Object.keys(localStorage)[0])).conversationId"
     )
-    group, question = conversation_group(conversation_id), "restarted-question"
+
+
+def test_a_restarted_answer_replaces_the_text_streamed_before_it(shop) -> None:
+    # given a customer's open conversation, and an answer that was streaming to it when its
+    # worker (or the model server) failed, and then streams again from its beginning
+    from chatplatform.chat import store
+
+    page, _ = shop
+    group, question = widget_conversation_id(page), "restarted-question"
     reply = f"#cs-chat-widget .msg.assistant[data-id='{store.reply_id_for(question)}'] .text"
-    send(group, {"type": "answer.start", "message_id": question})
-    send(group, {"type": "answer.delta", "message_id": question, "text": "Partial first try"})
+    send_as_worker(group, {"type": "answer.start", "message_id": question})
+    send_as_worker(
+        group, {"type": "answer.delta", "message_id": question, "text": "Partial first try"}
+    )
     page.locator(reply).filter(has_text="Partial first try").wait_for()
     # when the second attempt starts and streams
-    send(group, {"type": "answer.start", "message_id": question})
-    send(group, {"type": "answer.delta", "message_id": question, "text": "Whole"})
+    send_as_worker(group, {"type": "answer.start", "message_id": question})
+    send_as_worker(group, {"type": "answer.delta", "message_id": question, "text": "Whole"})
     # then only the second attempt's text is shown, before the answer even ends
     page.locator(reply).filter(has_text="Whole").wait_for()
     assert page.locator(reply).text_content() == "Whole"
+
+
+# How long before the answer timeout the resumed socket's timer is left: room for a reload
+# and the first streamed text on a loaded machine.
+TIMEOUT_LEFT_S = 10
+
+
+def test_answer_timeout_takes_back_the_partly_streamed_text(shop, platform) -> None:
+    # given a question held back from the model (the worker is frozen), that arrived almost
+    # the answer timeout ago: its timer runs from the stored arrival, here on a resumed socket
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from chatplatform.chat import config, store
+
+    page, _ = shop
+    question_text = "Do you sharpen ice axes?"
+    platform.pause("worker-inference")
+    try:
+        ask(page, question_text)
+        page.wait_for_function(
+            "() => !JSON.parse(localStorage.getItem(Object.keys(localStorage)[0])).outbox.length"
+        )  # acked: stored, its model request queued
+        question = Message.objects.get(role="customer", text=question_text)
+        arrived = timezone.now() - timedelta(seconds=config.ANSWER_TIMEOUT_S - TIMEOUT_LEFT_S)
+        Message.objects.filter(pk=question.pk).update(received_at=arrived)
+        page.reload()
+        page.locator("#cs-chat-widget .quick button").first.wait_for()  # welcomed again
+        # and part of its answer streamed, as a worker streams it
+        conversation_id, question_id = widget_conversation_id(page), str(question.pk)
+        reply = f"#cs-chat-widget .msg.assistant[data-id='{store.reply_id_for(question_id)}']"
+        send_as_worker(conversation_id, {"type": "answer.start", "message_id": question_id})
+        send_as_worker(
+            conversation_id,
+            {"type": "answer.delta", "message_id": question_id, "text": "We sharpen ice"},
+        )
+        page.locator(reply).filter(has_text="We sharpen ice").wait_for()
+        # when the answer timeout falls due
+        notice = page.locator("#cs-chat-widget .msg.notice").filter(has_text="answer_timeout")
+        notice.wait_for(timeout=(TIMEOUT_LEFT_S + 15) * 1000)
+        # then the partial text is taken away (no answer follows: docs/protocol.md)
+        page.locator(reply).wait_for(state="detached")
+        assert page.locator("#cs-chat-widget .msg.customer .text").last.text_content() == (
+            question_text
+        )
+    finally:
+        platform.resume("worker-inference")
+    # and the worker, let go, answers nothing: the timeout closed the question
+    time.sleep(3.0)
+    assert page.locator(reply).count() == 0
+    stored = Message.objects.get(pk=store.reply_id_for(question_id))
+    assert (stored.state, stored.text, stored.delivered) == ("failed", "", True)
+    # and a reload shows the question without an answer, and no second notice
+    page.reload()
+    page.locator("#cs-chat-widget .quick button").first.wait_for()
+    time.sleep(1.0)
+    assert page.locator(reply).count() == 0
+    assert page.locator("#cs-chat-widget .msg.notice").count() == 0
