@@ -14,6 +14,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from itertools import pairwise
 
 import pytest
+from django.contrib.auth.models import User
+from django.test import Client as HttpClient
 
 from chatplatform.agents import notify, webhooks
 from chatplatform.agents.models import AgentSettings, WebhookAttempt, WebhookDelivery
@@ -108,3 +110,22 @@ def test_webhook_gives_up_after_the_last_attempt(platform, receiver_factory) -> 
     time.sleep(1.5)  # no fourth attempt comes
     assert len(receiver.received) == 3
     assert WebhookAttempt.objects.filter(delivery=delivery).count() == 3
+    # when the receiver is fixed and an admin retries the failed delivery from its log
+    receiver.statuses[:] = [503, 503, 503, 200]  # the fourth call succeeds
+    admin = HttpClient()
+    admin.force_login(User.objects.create_superuser("root", "root@example.com", "pw"))
+    response = admin.post(
+        "/admin/agents/webhookdelivery/",
+        {"action": "retry_now", "_selected_action": [str(delivery.pk)]},
+        follow=True,
+    )
+    assert "1 deliveries queued again." in response.content.decode()
+    # then the same delivery (same id for the receiver to deduplicate) goes through, logged
+    eventually(
+        lambda: WebhookDelivery.objects.filter(pk=delivery.pk, status="delivered").exists(),
+        "the retried delivery",
+    )
+    assert len(receiver.received) == 4
+    assert receiver.received[-1][0][webhooks.DELIVERY_HEADER] == str(delivery.pk)
+    codes = WebhookAttempt.objects.filter(delivery=delivery).order_by("attempted_at")
+    assert [a.status_code for a in codes] == [503, 503, 503, 200]

@@ -180,3 +180,85 @@ def test_customer_and_agent_from_handoff_to_rating(platform, browser, demo_site)
     finally:
         customer_context.close()
         agent_context.close()
+
+
+# Counts the inbox's beeps: every sound it plays starts one oscillator.
+COUNT_BEEPS = """
+window.__beeps = 0;
+const start = OscillatorNode.prototype.start;
+OscillatorNode.prototype.start = function (...args) {
+  window.__beeps += 1;
+  return start.apply(this, args);
+};
+"""
+
+
+def test_outside_opening_hours_the_address_left_reaches_the_inbox_with_a_beep(
+    platform, browser, demo_site
+) -> None:
+    from tests.chat.test_agents_rules import _closed_all_day_today
+
+    # given a site closed all day today, and its agent's inbox open with the sound switched on
+    site = demo_site
+    _closed_all_day_today(site)
+    agent_user = make_agent("bea", [site], first_name="Bea")
+    customer_context = browser.new_context(viewport={"width": 1000, "height": 760})
+    agent_context = browser.new_context(viewport={"width": 1200, "height": 800})
+    agent_context.add_cookies(
+        [{"name": "sessionid", "value": session_cookie(agent_user), "url": platform.base_url}]
+    )
+    agent_context.add_init_script(COUNT_BEEPS)
+    try:
+        agent = agent_context.new_page()
+        agent.goto(platform.base_url + "/agents/")
+        agent.locator("#connection").filter(has_text="Connected as Bea").wait_for()
+        assert agent.locator("#sound").text_content() == "Sound off"
+        agent.locator("#sound").click()  # browsers play sound only after a click on the page
+        assert agent.locator("#sound").text_content() == "Sound on"
+        assert agent.locator("#sound").get_attribute("aria-pressed") == "true"
+        assert agent.evaluate("window.__beeps") == 1  # the click's own beep, as a check
+        customer = customer_context.new_page()
+        customer.goto(platform.base_url + "/")
+        customer.locator(f"{WIDGET} .launcher").click()
+        customer.locator(f"{WIDGET} .msg.assistant").first.wait_for()
+
+        # when the customer asks for a person
+        customer.locator(f"{WIDGET} .human").click()
+        # then the inbox beeps for the new conversation, and shows its badge
+        agent.locator("#queue li").first.wait_for(timeout=TIMEOUT_MS)
+        agent.wait_for_function("() => window.__beeps === 2")
+        assert agent.locator("#badge").text_content() == "1"
+        # and the widget says honestly that nobody is there now, and asks for an address
+        form = customer.locator(f"{WIDGET} form[aria-label='Leave your e-mail address']")
+        form.wait_for(timeout=TIMEOUT_MS)
+        assert "away right now" in form.text_content()
+
+        # when the customer leaves an address
+        form.locator("input[type=email]").fill("ada@example.com")
+        form.get_by_role("button", name="Send").click()
+        # then the widget confirms it, without the form
+        wait_text(customer.locator(f"{WIDGET} .msg.info"), "we will reply to ada@example.com")
+        form.wait_for(state="detached")
+        # and the inbox shows it live, in the queue and on the conversation
+        wait_text(agent.locator("#queue li .contact"), "E-mail left: ada@example.com")
+        agent.locator("#queue li").first.click()
+        wait_text(agent.locator("#chat-contact"), "ada@example.com")
+        handoff = Handoff.objects.get(site=site)
+        assert (handoff.status, handoff.unavailable, handoff.contact_email) == (
+            "waiting", "closed", "ada@example.com"
+        )  # fmt: skip
+        # and a reload of the widget does not ask for the address again
+        customer.reload()
+        customer.locator(f"{WIDGET} .msg.assistant").first.wait_for()
+        customer.locator(f"{WIDGET} .human").wait_for()
+        time.sleep(1.0)
+        assert (
+            customer.locator(f"{WIDGET} form[aria-label='Leave your e-mail address']").count() == 0
+        )
+        # and with the sound switched off, nothing more is played
+        agent.locator("#sound").click()
+        assert agent.locator("#sound").text_content() == "Sound off"
+        assert agent.evaluate("window.__beeps") == 2
+    finally:
+        customer_context.close()
+        agent_context.close()
