@@ -631,10 +631,12 @@
     delete forms[kind];
   }
 
+  // Nobody can answer now: say why (once), then ask for an address to reply to.
   function emailForm(message) {
     if (forms.email) return;
+    info(message);
     var form = el("form", { class: "inline-form", "aria-label": "Leave your e-mail address" });
-    form.appendChild(el("p", {}, message));
+    form.appendChild(el("p", {}, "Your e-mail address, for our reply:"));
     var address = el("input", { type: "email", required: "required", placeholder: "you@example.com",
                                 "aria-label": "Your e-mail address", maxlength: "254" });
     form.appendChild(address);
@@ -690,8 +692,8 @@
         else if (!frame.unavailable) info(waitingText(frame));
         return true;
       case "handoff.unavailable":
-        info(frame.message);
-        if (!frame.contact_left) emailForm(frame.message);
+        if (frame.contact_left) info(frame.message);
+        else emailForm(frame.message);
         return true;
       case "agent.joined":
         handoff.status = "held";
