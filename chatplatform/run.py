@@ -237,6 +237,7 @@ class Platform:
             f"  admin:                          {base}/admin/",
             f"                                  {self.admin_login}",
             f"  dashboard:                      {base}/dashboard/",
+            f"  agent inbox (human handoffs):   {base}/agents/",
             f"  semantic cache pages:           {base}/cache/",
             f"  health:                         {base}/healthz",
         ]

@@ -143,7 +143,12 @@ def test_the_admin_index_links_the_platform_pages(admin_client_logged_in: Client
     response = admin_client_logged_in.get("/admin/")
     page = response.content.decode()
     assert response.status_code == 200
-    for href in ('href="/dashboard/"', 'href="/dashboard/gaps/"', 'href="/cache/"'):
+    for href in (
+        'href="/dashboard/"',
+        'href="/dashboard/gaps/"',
+        'href="/cache/"',
+        'href="/agents/"',
+    ):
         assert href in page
 
 
