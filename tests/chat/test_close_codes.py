@@ -6,6 +6,8 @@ Other sockets are not disturbed, and the same client may reconnect and resume at
 from __future__ import annotations
 
 import os
+import re
+from pathlib import Path
 
 import pytest
 from websockets.exceptions import ConnectionClosed
@@ -15,6 +17,14 @@ from tests.chat.conftest import ORIGIN, make_site, ws_connect, ws_receive_type, 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 MIB = 1024 * 1024
+PROTOCOL_DOC = Path(__file__).resolve().parents[2] / "docs" / "protocol.md"
+
+
+def test_the_protocol_document_promises_the_close_code_clients_see() -> None:
+    # it promised 1009 for a frame over 1 MiB and 1007 for bad UTF-8, which no client saw
+    text = PROTOCOL_DOC.read_text(encoding="utf-8")
+    assert re.search(r"clos\w*[^.|]*with (code )?100[79]\b", text) is None
+    assert "close code **1006**" in text
 
 
 def masked_text_frame(payload: bytes) -> bytes:
