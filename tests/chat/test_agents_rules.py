@@ -117,3 +117,18 @@ async def test_no_agent_within_n_minutes_is_said_once_and_survives_a_reconnect(
     assert resumed["handoff"]["unavailable"] == "no_agent"
     assert resumed["handoff"]["contact_left"] is False
     await again.close()
+
+
+def test_the_sweep_is_scheduled_on_the_cpu_queue_as_a_task_the_worker_knows() -> None:
+    # without this entry (or with a task name the worker does not have) the "no agent within
+    # N minutes" rule and the reconnect grace would never be applied
+    from django.conf import settings
+
+    from chatplatform.agents.tasks import SWEEP_TASK
+    from chatplatform.celery_app import app
+
+    entry = settings.CELERY_BEAT_SCHEDULE["sweep-agent-handoffs"]
+    assert entry["task"] == SWEEP_TASK and entry["options"]["queue"] == "cpu"
+    assert entry["schedule"] <= 60  # the rules count in minutes
+    app.loader.import_default_modules()  # what the worker does at start (autodiscovery)
+    assert SWEEP_TASK in app.tasks
