@@ -67,8 +67,10 @@ def test_customer_and_agent_from_handoff_to_rating(platform, browser, demo_site)
         agent.locator("#connection").filter(has_text="Connected as Alice").wait_for()
 
         # hand-off: the customer asks for a person, the inbox shows it live with its badge
-        customer.locator(f"{WIDGET} .human").click()
+        human = customer.locator(f"{WIDGET} .human")
+        human.click()
         wait_text(customer.locator(f"{WIDGET} .msg.info"), "has been asked to join")
+        assert human.is_disabled() and human.text_content() == "A person was asked"
         agent.locator("#queue li").first.wait_for(timeout=TIMEOUT_MS)
         assert agent.locator("#badge").text_content() == "1"
         assert agent.title().startswith("(1) ")
@@ -78,6 +80,7 @@ def test_customer_and_agent_from_handoff_to_rating(platform, browser, demo_site)
         agent.wait_for_function("() => !document.getElementById('claim').disabled")
         agent.locator("#claim").click()
         wait_text(customer.locator(f"{WIDGET} .msg.info"), "Alice joined the chat.")
+        assert human.is_disabled() and human.text_content() == "Talking to a person"
         agent.wait_for_function("() => !document.getElementById('reply').disabled")
 
         # replies each way (the bot stays silent while Alice holds the chat)
@@ -101,6 +104,7 @@ def test_customer_and_agent_from_handoff_to_rating(platform, browser, demo_site)
         ]
         customer.reload()
         wait_text(customer.locator(f"{WIDGET} .msg.agent"), "Which order is it?")
+        assert human.is_disabled() and human.text_content() == "Talking to a person"
         assert widget_texts(customer, "customer") == [
             "My parcel arrived broken",
             "Order 1042",
@@ -144,6 +148,7 @@ def test_customer_and_agent_from_handoff_to_rating(platform, browser, demo_site)
         # hand back: the next question is answered by the cache again
         agent.locator("#hand-back").click()
         wait_text(customer.locator(f"{WIDGET} .msg.info"), "our assistant answers again")
+        assert human.is_enabled() and human.text_content() == "Talk to a human"
         customer_says(customer, "How long does shipping take?")
         customer.wait_for_function(
             """(n) => document.querySelector('#cs-chat-widget').shadowRoot

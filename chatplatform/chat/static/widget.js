@@ -59,6 +59,7 @@
     "header h2{flex:1;margin:0;font-size:16px;font-weight:600}",
     "header button{background:rgba(255,255,255,.15);color:#fff;border:none;border-radius:6px;",
     "padding:6px 9px;cursor:pointer;font-size:13px}",
+    "header button:disabled{cursor:default;background:transparent;border:1px solid rgba(255,255,255,.4)}",
     ".status{font-size:12px;padding:3px 14px;background:#fff4d6;color:#6b4e00}",
     ".status[hidden]{display:none}",
     ".log{flex:1;overflow-y:auto;padding:12px;display:flex;flex-direction:column;gap:8px;",
@@ -501,7 +502,10 @@
   }
 
   function handle(frame) {
-    if (handleAgentFrame(frame)) return;
+    if (handleAgentFrame(frame)) {
+      updateHumanButton();
+      return;
+    }
     switch (frame.type) {
       case "welcome":
         ready = true;
@@ -620,9 +624,19 @@
   function restoreHandoff(h) {
     handoff.status = h ? h.status : null;
     setAgent(h && h.status === "held" ? h.agent_name : "");
+    updateHumanButton();
     if (!h) return;
     if (h.status === "waiting" && h.unavailable && !h.contact_left) emailForm(h.message);
     if (h.status === "resolved" && !h.rated) ratingForm();
+  }
+
+  // While a person is asked for or holds the chat, asking again would change nothing: the
+  // button says where things stand instead.
+  function updateHumanButton() {
+    var open = handoff.status === "waiting" || handoff.status === "held";
+    humanButton.disabled = open;
+    humanButton.textContent = !open ? "Talk to a human"
+      : handoff.status === "held" ? "Talking to a person" : "A person was asked";
   }
 
   function removeForm(kind) {
