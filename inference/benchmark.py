@@ -2,10 +2,13 @@
 
     python -m inference.benchmark [--model DIR] [--quantization int8] [--levels 1 8 32 64]
     python -m inference.benchmark --distinct [--rate 8] [--requests 8] [--rounds 5] [--overload]
+                                             [--cold-site] [--steps] [--json]
 
-`--distinct` (see `distinct.py`): real, all-different customer questions (Banking77's test
-split) against a simulated site, prompts laid out as production lays them out; continuous
-batching with prefix sharing on and off side by side, and sequential `generate`; `--overload`
+`--distinct` (see `benchmark_distinct.py`): real, all-different customer questions
+(Banking77's test split) against a simulated site, prompts laid out as production lays them
+out; continuous batching with prefix sharing on and off and with transformers' batch-wide
+attention side by side, and sequential `generate`; `--steps` adds each batching step's shape
+and time (`step_timing.py`: the slowest steps, a fit of step time); `--overload`
 adds SLA attainment of the late-yield policy against plain EDF at twice the engine's
 capacity; `--json` prints one JSON object with every figure as the last line.
 
@@ -259,6 +262,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--overload", action="store_true", help="--distinct: YIELD vs EDF")
     parser.add_argument(
         "--cold-site", action="store_true", help="--distinct: no question warms the site head"
+    )
+    parser.add_argument(
+        "--steps", action="store_true", help="--distinct: time each batching step (shape, ms)"
     )
     parser.add_argument("--json", action="store_true", help="last line: figures as JSON")
     parser.add_argument("--model", default=str(DEFAULT_MODEL_DIR))

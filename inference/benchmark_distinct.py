@@ -13,7 +13,9 @@ questions keep coming; `--cold-site` skips that and measures the first burst of 
 head nothing has cached yet.
 
 Systems on one seeded schedule, each on its own copy of the model: continuous batching with
-prefix sharing (production), the same with sharing off, and sequential `generate`. The
+prefix sharing and per-request attention (production), the same with sharing off, the same
+with transformers' own batch-wide SDPA (`continuous_dense_attention`), and sequential
+`generate`. The
 schedule is `--rounds` rounds of `--requests` Poisson arrivals at `--rate` per second, each
 round starting once the previous one is answered: "8 arrivals per second" as in the level
 benchmark (a one-second burst), with enough samples for a p99. (Sustained, 8 arrivals/s x 32
@@ -49,6 +51,7 @@ from inference.engine import Engine, EngineLimits
 from inference.loading import ModelSettings, load_model_and_tokenizer
 from inference.prompt import FaqEntry, build_messages, faq_head, render_prompt
 from inference.scheduling import LatePolicy
+from inference.step_timing import StepTimer
 
 REPO = Path(__file__).resolve().parents[1]
 # Where the shared data set lies next to a checkout (or next to the worktrees' folder).
@@ -68,6 +71,13 @@ SEED = 7
 OVERLOAD_MAX_RUNNING = 8
 OVERLOAD_REQUESTS = 64
 OVERLOAD_TURNS = 2
+# (name, prefix sharing, per-request attention): production, sharing off, and transformers'
+# own batch-wide SDPA (every query against the whole batch's KV behind a block-diagonal mask).
+CONTINUOUS_SYSTEMS = [
+    ("continuous", True, True),
+    ("continuous_no_sharing", False, True),
+    ("continuous_dense_attention", True, False),
+]
 
 
 def question_file(explicit: Path | None) -> Path:
@@ -133,15 +143,18 @@ def load(args: argparse.Namespace) -> tuple[Any, Any]:
 
 
 def continuous_engine(
-    args: argparse.Namespace, limits: EngineLimits, sharing: bool, policy: LatePolicy
+    args: argparse.Namespace,
+    limits: EngineLimits,
+    sharing: bool,
+    policy: LatePolicy,
+    varlen_attention: bool = True,
 ) -> Engine:
     from inference.cb_engine import BatchingOptions, ContinuousBatchingEngine
     from inference.runtime import warmup_prompt
 
     model, tokenizer = load(args)  # its own copy: a manager switches the model's attention
-    engine = ContinuousBatchingEngine(
-        model, tokenizer, limits, BatchingOptions(prefix_sharing=sharing), late_policy=policy
-    )
+    options = BatchingOptions(prefix_sharing=sharing, varlen_attention=varlen_attention)
+    engine = ContinuousBatchingEngine(model, tokenizer, limits, options, late_policy=policy)
     engine.warmup(warmup_prompt(tokenizer, limits), requests=4)
     return engine
 
@@ -206,17 +219,24 @@ def run_distinct(args: argparse.Namespace) -> None:
         "load_average_1m": round(os.getloadavg()[0], 2),
         "systems": {},
     }
-    for name, sharing in [("continuous", True), ("continuous_no_sharing", False)]:
-        engine = continuous_engine(args, limits, sharing, LatePolicy.YIELD)
+    for name, sharing, varlen in CONTINUOUS_SYSTEMS:
+        engine = continuous_engine(args, limits, sharing, LatePolicy.YIELD, varlen)
+        timer = StepTimer(engine.batch_processor) if args.steps else None
         try:
             if not args.cold_site:
                 run_engine(engine, [0.0], [site_warmup], args.new_tokens)
+            if timer is not None:
+                timer.clear()  # the measured rounds only
             outcomes = [
                 outcome
                 for schedule, batch in rounds
                 for outcome in run_engine(engine, schedule, batch, args.new_tokens)
             ]
-            report["systems"][name] = figures(summarize(name, count, outcomes), engine)
+            result = figures(summarize(name, count, outcomes), engine)
+            result["attention"] = engine.attention
+            if timer is not None:
+                result["steps"] = timer.summary()
+            report["systems"][name] = result
         finally:
             engine.close()
         print(f"{name:>22}: {report['systems'][name]}", flush=True)

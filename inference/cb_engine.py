@@ -27,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from inference import paged_attention
 from inference.engine import Engine, EngineLimits, Ticket
 from inference.prefix import PrefixTracker
 from inference.scheduling import LatePolicy
@@ -56,6 +57,9 @@ class BatchingOptions:
     # transformers' default_compile_level (0-3): torch.compile of the varlen and decode
     # paths, GPU only; 0 = eager. Higher levels mean longer warm-up.
     compile_level: int = 0
+    # CPU only: each request's queries attend to its own keys (`inference/paged_attention.py`)
+    # instead of one SDPA over the whole batch's KV behind a block-diagonal mask.
+    varlen_attention: bool = True
 
 
 def cache_blocks(limits: EngineLimits) -> int:
@@ -158,9 +162,13 @@ class ContinuousBatchingEngine(Engine):
             generation_config=generation_config, continuous_batching_config=cb_config
         )
         self._manager.start()
+        # transformers' batch processor (None if it did not start): the benchmark times its steps
+        self.batch_processor = processor = self._batch_processor()
         self._hits = PrefixHitCounter()
         if self.options.prefix_sharing:
-            self._attach_hit_counter()
+            self._attach_hit_counter(processor)
+        self.attention = self._choose_attention(processor, on_gpu)
+        logger.info("continuous batching attention: %s", self.attention)
         self._threads = [
             threading.Thread(target=self._admission_loop, name="cb-admission", daemon=True),
             threading.Thread(target=self._output_loop, name="cb-output", daemon=True),
@@ -168,18 +176,32 @@ class ContinuousBatchingEngine(Engine):
         for thread in self._threads:
             thread.start()
 
-    def _attach_hit_counter(self) -> None:
+    def _batch_processor(self) -> Any:
+        """The manager's batch processor, built by its generation thread after `start()`."""
         deadline = time.monotonic() + PROCESSOR_WAIT_S
         processor = None
         while processor is None and time.monotonic() < deadline and self._manager.is_running():
             processor = getattr(self._manager, "batch_processor", None)
             if processor is None:
                 time.sleep(0.01)
+        return processor
+
+    def _attach_hit_counter(self, processor: Any) -> None:
         cache = getattr(processor, "cache", None)
         if cache is not None and self._hits.attach(cache):
             self.prompt_tokens_cached = 0
         else:
             logger.warning("prefix sharing on, but its hits cannot be counted in this version")
+
+    def _choose_attention(self, processor: Any, on_gpu: bool) -> str:
+        """Which attention the manager's steps run, in words for the log and the benchmark."""
+        implementation = self.model.config._attn_implementation
+        if on_gpu or not self.options.varlen_attention:
+            return f"{implementation} (transformers' own)"
+        cache = getattr(processor, "cache", None)
+        if cache is not None and paged_attention.enable(cache, implementation):
+            return f"per-request {implementation} (inference/paged_attention.py)"
+        return f"{implementation} over the whole batch (per-request attention needs SDPA)"
 
     def close(self) -> None:
         super().close()

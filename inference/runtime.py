@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
 
@@ -27,6 +27,9 @@ from inference.loading import ModelSettings, load_model_and_tokenizer
 from inference.openai_settings import Backend, OpenAISettings, backend_from_env
 from inference.prompt import build_messages, render_prompt
 from inference.service import AnswerService
+
+if TYPE_CHECKING:
+    from inference.cb_engine import BatchingOptions
 
 logger = logging.getLogger(__name__)
 
@@ -105,8 +108,25 @@ def static_batching_allowed(env: Mapping[str, str] | None = None) -> bool:
     raise EnvSettingError(f"INFERENCE_ALLOW_STATIC_BATCHING={raw!r} is not 1/true or 0/false")
 
 
+def batching_options_from_env(env: Mapping[str, str] | None = None) -> BatchingOptions:
+    """`INFERENCE_CPU_ATTENTION`: `varlen` (default) runs continuous batching's attention per
+    request on CPU (`inference/paged_attention.py`); `dense` keeps transformers' batch-wide
+    SDPA, the way back should a model or transformers version need it."""
+    from inference.cb_engine import BatchingOptions
+
+    env = os.environ if env is None else env
+    raw = (env.get("INFERENCE_CPU_ATTENTION") or "").strip().lower()
+    if raw not in ("", "varlen", "dense"):
+        raise EnvSettingError(f"INFERENCE_CPU_ATTENTION={raw!r} is not varlen or dense")
+    return BatchingOptions(varlen_attention=raw != "dense")
+
+
 def make_engine(
-    model: Any, tokenizer: Any, limits: EngineLimits, allow_static: bool = False
+    model: Any,
+    tokenizer: Any,
+    limits: EngineLimits,
+    allow_static: bool = False,
+    options: BatchingOptions | None = None,
 ) -> Engine:
     """Continuous batching; for DeepSeek-V2/V3 (MoE, MLA), which transformers' manager cannot
     run, the static batcher only when `allow_static` says so: its time to first token under
@@ -131,7 +151,7 @@ def make_engine(
         return StaticBatchEngine(model, tokenizer, limits)
     from inference.cb_engine import ContinuousBatchingEngine
 
-    return ContinuousBatchingEngine(model, tokenizer, limits)
+    return ContinuousBatchingEngine(model, tokenizer, limits, options)
 
 
 def warmup_messages() -> list[PromptMessage]:
@@ -167,7 +187,13 @@ def start_inprocess_engine() -> Engine:
     started = time.perf_counter()
     model, tokenizer = load_model_and_tokenizer(settings)
     limits = limits_from_env()
-    engine = make_engine(model, tokenizer, limits, allow_static=static_batching_allowed())
+    engine = make_engine(
+        model,
+        tokenizer,
+        limits,
+        allow_static=static_batching_allowed(),
+        options=batching_options_from_env(),
+    )
     engine.warmup(warmup_prompt(tokenizer, limits))
     logger.info(
         "model %s (quantization %s, device %s) ready in %.1f s; step costs %s",

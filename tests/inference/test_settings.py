@@ -154,3 +154,13 @@ def test_static_batching_needs_an_explicit_setting(raw: str, allowed: bool) -> N
     assert static_batching_allowed({"INFERENCE_ALLOW_STATIC_BATCHING": raw}) is allowed
     with pytest.raises(EnvSettingError, match="INFERENCE_ALLOW_STATIC_BATCHING='maybe'"):
         static_batching_allowed({"INFERENCE_ALLOW_STATIC_BATCHING": "maybe"})
+
+
+@pytest.mark.parametrize(("raw", "varlen"), [("", True), ("varlen", True), ("DENSE", False)])
+def test_cpu_attention_setting(raw: str, varlen: bool) -> None:
+    from inference.runtime import batching_options_from_env
+
+    options = batching_options_from_env({"INFERENCE_CPU_ATTENTION": raw})
+    assert options.varlen_attention is varlen
+    with pytest.raises(EnvSettingError, match="INFERENCE_CPU_ATTENTION='flash'"):
+        batching_options_from_env({"INFERENCE_CPU_ATTENTION": "flash"})
