@@ -6,11 +6,13 @@ Two kinds of figures live here:
   connections, answers by source, latency, cache lookups, SLA misses, rejections). The consumer
   calls the small helpers below; it never touches prometheus_client objects directly, so metric
   names and label sets stay in this one file.
-* Inference figures that belong to other processes (GPU workers): queue depth, batch size and
-  tokens/s. They are read from Redis when Prometheus scrapes, by `InferenceCollector`, so the
+* Inference figures that belong to other processes (GPU workers): queue depth, batch size,
+  tokens/s, requests shed as overloaded and handed back. They are read from Redis when
+  Prometheus scrapes, by `InferenceCollector`, so the
   web process reports them without talking to the workers.
 
-This module imports only prometheus_client and redis, so importing it from the consumer is cheap.
+This module imports only prometheus_client, redis and the inference contract (plain
+dataclasses), so importing it from the consumer is cheap.
 Metrics are per process: each ASGI process serves its own /metrics (scrape every one of them).
 """
 
@@ -24,6 +26,8 @@ import redis
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
+
+from inference.contracts import HANDED_BACK_TOTAL_KEY, SHED_TOTAL_KEY
 
 logger = logging.getLogger(__name__)
 
@@ -209,7 +213,9 @@ class InferenceCollector(Collector):
                 pipe.llen(key)
             pipe.hgetall(INFERENCE_STATS_KEY)
             pipe.get(GPU_SECONDS_SAVED_KEY)
-            *lengths, stats, saved = pipe.execute()
+            pipe.get(SHED_TOTAL_KEY)
+            pipe.get(HANDED_BACK_TOTAL_KEY)
+            *lengths, stats, saved, shed, handed_back = pipe.execute()
         except redis.RedisError as error:
             logger.warning("metrics: cannot read inference figures from Redis: %s", error)
             up.add_metric([], 0)
@@ -227,6 +233,18 @@ class InferenceCollector(Collector):
             "chat_gpu_seconds_saved_by_choice",
             "Estimated GPU seconds saved by generations a chosen suggestion cut short.",
             value=_float_or_none(saved.decode() if saved else None) or 0.0,
+        )
+        yield CounterMetricFamily(
+            "inference_requests_shed",
+            "Requests inference workers refused as overloaded (would start past "
+            "INFERENCE_SHED_AFTER_S, or the engine's waiting line was full).",
+            value=_float_or_none(shed.decode() if shed else None) or 0.0,
+        )
+        yield CounterMetricFamily(
+            "inference_requests_handed_back",
+            "Requests a worker could not start before their deadline and put back on the "
+            "queue for an idle worker (once per request).",
+            value=_float_or_none(handed_back.decode() if handed_back else None) or 0.0,
         )
 
 

@@ -46,6 +46,11 @@ class StreamEventType(StrEnum):
     ERROR = "answer.error"  # the worker failed mid-answer
 
 
+# Totals the workers keep in Redis (no expiry) and the chat side's /metrics reports as counters.
+SHED_TOTAL_KEY = "inference:shed_total"  # requests a worker refused as `overloaded`
+HANDED_BACK_TOTAL_KEY = "inference:handed_back_total"  # handed back for an idle worker
+
+
 def conversation_group(conversation_id: str) -> str:
     """Channel-layer group name of one conversation (group names allow [a-zA-Z0-9_.-])."""
     return f"conversation.{conversation_id}"

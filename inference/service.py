@@ -37,6 +37,8 @@ from inference.admission import (
 )
 from inference.contracts import (
     ANSWERED_TTL_S,
+    HANDED_BACK_TOTAL_KEY,
+    SHED_TOTAL_KEY,
     InferenceRequest,
     InferenceResult,
     PromptMessage,
@@ -60,9 +62,6 @@ LEASE_RENEW_S = 2.0
 # How often a waiting task thread checks the cancel key: "stop at the next step" with a
 # decode step of tens of milliseconds.
 CANCEL_POLL_S = 0.05
-# Hash of engine figures the chat side's /metrics reads (runtime.StatsReporter writes the
-# rest); `shed_total` counts requests this fleet's workers refused as overloaded.
-STATS_KEY = "inference:stats"
 SEND_TIMEOUT_S = 10.0
 _SITE_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
@@ -167,14 +166,16 @@ class AnswerService:
             assert self.hand_back is not None
             self.redis.set(handed_back_key(request.message_id), "1", ex=HANDED_BACK_TTL_S)
             self.hand_back(request.to_dict())
+            self.redis.incr(HANDED_BACK_TOTAL_KEY)
             return "handed_back"
         if action is Action.SHED:
-            self.redis.hincrby(STATS_KEY, "shed_total", 1)
+            self.redis.incr(SHED_TOTAL_KEY)
             return self._refuse(request, Refusal("overloaded", OVERLOADED_MESSAGE))
         group = conversation_group(request.conversation_id)
         try:
             ticket = self.engine.submit(request, prompt, lambda e: self._send(group, e))
         except EngineOverloadedError as error:
+            self.redis.incr(SHED_TOTAL_KEY)
             return self._refuse(request, Refusal("overloaded", f"the model is busy: {error}"))
         next_renew = time.monotonic() + LEASE_RENEW_S
         try:

@@ -12,6 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from chatplatform import metrics
 from embedded_redis import free_port
+from inference.contracts import HANDED_BACK_TOTAL_KEY, SHED_TOTAL_KEY
 
 pytestmark = pytest.mark.django_db
 
@@ -132,3 +133,23 @@ def test_unreachable_redis_is_reported_not_hidden() -> None:
     # then: "up" says 0 and no made-up queue depth is reported
     assert registry.get_sample_value("inference_redis_up") == 0
     assert registry.get_sample_value("inference_queue_depth") is None
+
+
+def test_worker_overload_counters_are_read_from_redis(
+    client: Client, settings, redis_url: str, redis_client
+) -> None:
+    # given no overload so far: the counters are there, at zero
+    settings.METRICS_ALLOWED_IPS = []
+    settings.REDIS_URL = redis_url
+    redis_client.delete(SHED_TOTAL_KEY, HANDED_BACK_TOTAL_KEY)
+    samples = scrape(client)
+    assert samples[("inference_requests_shed_total", ())] == 0
+    assert samples[("inference_requests_handed_back_total", ())] == 0
+    # when workers shed three requests and hand one back (inference/service.py's INCRs)
+    for _ in range(3):
+        redis_client.incr(SHED_TOTAL_KEY)
+    redis_client.incr(HANDED_BACK_TOTAL_KEY)
+    # then the scrape reports them as counters
+    samples = scrape(client)
+    assert samples[("inference_requests_shed_total", ())] == 3
+    assert samples[("inference_requests_handed_back_total", ())] == 1

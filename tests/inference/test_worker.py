@@ -61,8 +61,17 @@ def db_url(redis_url: str) -> str:
     return redis_url.rsplit("/", 1)[0] + f"/{REDIS_DB}"
 
 
-def start_worker(name: str, url: str, model_dir: Path, log_dir: Path, **settings: str) -> Worker:
-    """An inference worker with the offline model, `settings` (environment) on top."""
+def start_worker(
+    name: str,
+    url: str,
+    model_dir: Path,
+    log_dir: Path,
+    queue: str = Queue.INFERENCE.value,
+    threads: int = 16,
+    **settings: str,
+) -> Worker:
+    """An inference worker with the offline model reading `queue`, `settings` (environment)
+    on top."""
     log = log_dir / f"{name}.log"
     env = {
         **os.environ,
@@ -77,7 +86,7 @@ def start_worker(name: str, url: str, model_dir: Path, log_dir: Path, **settings
     }
     command = [
         sys.executable, "-m", "celery", "-A", "inference.worker", "worker",
-        "-Q", Queue.INFERENCE.value, "--pool", "threads", "-c", "16", "-n", f"{name}@%h",
+        "-Q", queue, "--pool", "threads", "-c", str(threads), "-n", f"{name}@%h",
         "--without-gossip", "--without-mingle", "--without-heartbeat", "-l", "info",
     ]  # fmt: skip
     with log.open("wb") as out:
@@ -207,8 +216,8 @@ def finalized(redis: redis_lib.Redis, message_id: str) -> list[dict[str, Any]]:
     return results
 
 
-def send(client: Celery, payload: dict[str, Any]) -> None:
-    client.send_task(TaskName.GENERATE_ANSWER.value, args=[payload], queue=Queue.INFERENCE.value)
+def send(client: Celery, payload: dict[str, Any], queue: str = Queue.INFERENCE.value) -> None:
+    client.send_task(TaskName.GENERATE_ANSWER.value, args=[payload], queue=queue)
 
 
 async def test_answer_streams_to_the_group_and_is_finalized(workers, client, redis, url) -> None:
