@@ -8,7 +8,6 @@ prefills included, for a multi-head and a grouped-query model.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +16,12 @@ import torch
 
 from inference.benchmark import run_engine
 from inference.cb_engine import BatchingOptions, ContinuousBatchingEngine
-from inference.contracts import InferenceRequest
 from inference.engine import EngineLimits
 from inference.loading import ModelSettings, load_model_and_tokenizer
 from inference.paged_attention import varlen_attention
 from inference.prompt import FaqEntry, build_messages, render_prompt
+from tests.inference.test_engine import Recorder
+from tests.inference.test_engine import request as engine_request
 
 
 def dense_reference(
@@ -105,19 +105,6 @@ def site_prompts(tokenizer: Any) -> list[list[int]]:
     ]
 
 
-def burst_request(message_id: str) -> InferenceRequest:
-    now = time.time()
-    return InferenceRequest(
-        conversation_id="c",
-        message_id=message_id,
-        site_id="s",
-        messages=[],
-        deadline=now + 30,
-        max_new_tokens=12,
-        arrival=now,
-    )
-
-
 def greedy_answers(model_dir: Path, varlen: bool) -> tuple[list[str], str]:
     """The engine's answers to a burst of site questions, and the attention it reported."""
     env = {"CHAT_MODEL": str(model_dir), "QUANTIZATION": "none", "INFERENCE_DEVICE": "cpu"}
@@ -131,7 +118,7 @@ def greedy_answers(model_dir: Path, varlen: bool) -> tuple[list[str], str]:
         # A burst: prompts prefill beside others decoding, in chunks (a step holds at most
         # 512 tokens), with the head's pages served from the cache.
         tickets = [
-            engine.submit(burst_request(f"m{index}"), prompt_ids, emit=lambda event: None)
+            engine.submit(engine_request(f"m{index}", max_new_tokens=12), prompt_ids, Recorder())
             for index, prompt_ids in enumerate(prompts[1:])
         ]
         for ticket in tickets:
