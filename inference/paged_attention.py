@@ -23,7 +23,9 @@ ordinary `generate` calls, to the original function unchanged. Layers it cannot 
 (sliding windows, attention sinks, soft-capping, position bias, dropout) use the original too.
 
 Not used on GPUs: there the manager prefers flash-attention when installed, and a Python loop
-per request would defeat CUDA graphs.
+per request would defeat CUDA graphs. transformers still fills its block mask for every step
+(the name stays "sdpa"); the per-request path ignores it (that preparation took 0.5 ms per step
+at the median, 2.5 ms at most, in the distinct-question benchmark).
 """
 
 from __future__ import annotations
