@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shutil
 import signal
 import subprocess
 import time
@@ -77,7 +78,9 @@ class Process:
 class VLLMServer(Process):
     """`vllm serve` of a model folder on a port (its OpenAI API under /v1)."""
 
-    def __init__(self, model_dir: Path, port: int, log: Path) -> None:
+    def __init__(
+        self, model_dir: Path, port: int, log: Path, niceness: int = 0, cpu: int | None = None
+    ) -> None:
         env = {
             **os.environ,
             "VLLM_CPU_KVCACHE_SPACE": "1",  # GiB of KV cache: plenty for the offline model
@@ -93,6 +96,16 @@ class VLLMServer(Process):
             "--enable-prefix-caching",
             "--enforce-eager",  # no torch.compile: starts in ~35 s instead of ~75 s
         ]  # fmt: skip
+        if niceness:
+            # Lower priority: on a small test machine the server shares the cores with the
+            # platform it serves, and at full speed it starves it (Redis PINGs of up to 2.8 s
+            # measured on 2 cores while it streamed). Production runs it on machines of its own.
+            command = ["nice", "-n", str(niceness), *command]
+        if cpu is not None and shutil.which("taskset"):
+            # All of the server (front end, engine core, worker) on one core: the others stay
+            # free for what runs beside it. vLLM's own binding then uses that core alone.
+            env.update({"VLLM_CPU_OMP_THREADS_BIND": str(cpu), "VLLM_CPU_NUM_OF_RESERVED_CPU": "0"})
+            command = ["taskset", "--cpu-list", str(cpu), *command]
         super().__init__(command, log, env)
         self.port = port
 

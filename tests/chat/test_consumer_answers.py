@@ -436,6 +436,41 @@ async def test_abandoned_answer_is_cancelled_after_the_grace_period(
     await other_tab.close()
 
 
+async def test_a_cancel_that_redis_times_out_is_tried_again(
+    chat_cache, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import redis as redis_lib
+
+    from chatplatform.chat import limits
+    from chatplatform.chat.consumers import background
+    from inference.contracts import cancel_key
+
+    # given Redis that times out the first cancel (a starved machine: seen in CI)
+    monkeypatch.setattr(config, "CANCEL_GRACE_S", 0.1)
+    monkeypatch.setattr(background, "CANCEL_RETRY_WAITS_S", (0.2,))
+    real_request_cancel = limits.request_cancel
+    attempts: list[str] = []
+
+    async def times_out_once(message_id: str) -> None:
+        attempts.append(message_id)
+        if len(attempts) == 1:
+            raise redis_lib.exceptions.TimeoutError("Timeout reading from socket")
+        await real_request_cancel(message_id)
+
+    monkeypatch.setattr(limits, "request_cancel", times_out_once)
+    site = await site_with(sla_ms=10_000)
+    leaver = Client()
+    await leaver.connect()
+    await leaver.hello(site)
+    left = await ask(leaver, NOVEL_QUESTION, cid="t1")
+    # when the customer leaves
+    await leaver.close()
+    await asyncio.sleep(0.8)
+    # then the cancel is tried again and lands
+    assert attempts == [left["message_id"], left["message_id"]]
+    assert redis_lib.Redis.from_url(redis_url).get(cancel_key(left["message_id"])) == b"1"
+
+
 async def test_resent_unanswered_message_is_queued_again(chat_cache, redis_url: str) -> None:
     # given a question whose model task may have been lost with its web process
     site = await site_with(sla_ms=10_000)

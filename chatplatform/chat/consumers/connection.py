@@ -105,8 +105,9 @@ class CustomerConnection(GuardedConsumer):
                 for timer in pending.timers:
                     timer.cancel()
             if self.pending:
-                task = asyncio.create_task(
-                    cancel_if_abandoned(self.conversation_id, list(self.pending))
+                task = start_task(
+                    cancel_if_abandoned(self.conversation_id, list(self.pending)),
+                    "cancel of abandoned answers",
                 )
                 background_tasks.add(task)
                 task.add_done_callback(background_tasks.discard)
