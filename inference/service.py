@@ -8,8 +8,10 @@ so the delivery rules are in one readable place:
   unless renewed) makes a redelivered copy of a request that is still being answered wait
   instead of generating twice; a dead worker's lease expires and the copy takes over. The
   final `answer.end`/`answer.refused` is sent only after winning `SET NX` on an "answered"
-  key, so a request is answered once and never twice (if the worker dies between that SET
-  and the send, the answer is lost rather than doubled).
+  key, so a request is answered once and never twice. The key holds the finalize task's
+  payload: a worker that dies after winning it (before or after the send, before the
+  finalize task is queued) leaves the answer to be stored by the redelivered copy, which
+  finds the key taken and queues that finalize again (the task stores an answer once).
 - bad requests are refused with a stable code and a human message, never silently dropped.
 - every request that reaches an end (any reason) is handed to the CPU queue's finalize task.
 """
@@ -17,6 +19,7 @@ so the delivery rules are in one readable place:
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import re
 import time
@@ -132,16 +135,16 @@ class AnswerService:
 
     def _handle(self, request: InferenceRequest) -> str:
         if self._is_answered(request):
-            return "duplicate"
+            return self._duplicate(request)
         lease = self.redis.lock(lease_key(request.message_id), timeout=LEASE_TTL_S)
         # Another delivery of this request may be running: wait for it to finish, or for its
         # lease to lapse (its worker died), whichever comes first.
         while not lease.acquire(blocking=True, blocking_timeout=LEASE_TTL_S):
             if self._is_answered(request):
-                return "duplicate"
+                return self._duplicate(request)
         try:
             if self._is_answered(request):
-                return "duplicate"
+                return self._duplicate(request)
             return self._answer(request, lease)
         finally:
             try:
@@ -309,14 +312,34 @@ class AnswerService:
         self, request: InferenceRequest, event: dict[str, Any], result: InferenceResult
     ) -> str:
         """Send the final event and the finalize task, once per message id."""
-        claimed = self.redis.set(answered_key(request.message_id), "1", nx=True, ex=ANSWERED_TTL_S)
+        finalize_payload = result.to_dict()
+        claimed = self.redis.set(
+            answered_key(request.message_id),
+            json.dumps(finalize_payload),
+            nx=True,
+            ex=ANSWERED_TTL_S,
+        )
         if not claimed:
             return "duplicate"
         group = conversation_group(request.conversation_id)
         # Wait for Redis to have the final event before finalizing and acking the task.
         self._send(group, event).result(timeout=SEND_TIMEOUT_S)
-        self.finalize(result.to_dict())
+        self.finalize(finalize_payload)
         return result.finish_reason
+
+    def _duplicate(self, request: InferenceRequest) -> str:
+        """A delivery of a request that was already concluded: queue the finalize again.
+
+        The worker that concluded it may have died before its finalize task was queued (or
+        Redis may have lost the queued task in a crash); the payload it claimed the answer
+        with is in the answered key. The finalize stores an answer once, so a second one
+        after a stored answer changes nothing. Keys set by the chat layer ("timeout") or by
+        a refusal of a malformed payload carry no payload: nothing to finalize."""
+        claimed_with = self.redis.get(answered_key(request.message_id))
+        if claimed_with is not None and claimed_with.startswith(b"{"):
+            self.finalize(json.loads(claimed_with))
+            return "duplicate: finalize queued again"
+        return "duplicate"
 
     def _is_answered(self, request: InferenceRequest) -> bool:
         return bool(self.redis.exists(answered_key(request.message_id)))

@@ -142,3 +142,39 @@ def test_the_offer_records_the_faq_versions_the_model_was_shown(chat_cache) -> N
     other, _ = store.open_conversation(site.pk, None, "v_2", "203.0.113.8")
     assert ask_and_answer(site.pk, other, question, datetime.now(tz=UTC), grounding)
     assert chat_cache.list_generated(str(site.pk)) == []
+
+
+def test_a_second_finalize_of_a_stored_answer_changes_nothing(chat_cache) -> None:
+    from chatplatform.chat.store import reply_id_for
+    from chatplatform.conversations.models import Message
+
+    # given an answer finalized once (a worker that died after queuing its finalize leaves the
+    # redelivered copy to queue it again: inference/service.py)
+    site = make_site(sla_ms=300)
+    at = datetime.now(UTC) - timedelta(seconds=5)
+    conversation_id, _ = store.open_conversation(site.pk, None, "v_1", "203.0.113.7")
+    assert ask_and_answer(site.id, conversation_id, "Where is my parcel?", at) == "stored"
+    question = Message.objects.get(conversation_id=conversation_id, in_reply_to=None)
+    reply = Message.objects.get(pk=reply_id_for(str(question.pk)))
+    # when the same result is finalized again
+    result = InferenceResult(
+        conversation_id=conversation_id,
+        message_id=str(question.pk),
+        site_id=str(site.id),
+        text="The answer to: Where is my parcel?",
+        finish_reason="stop",
+        prompt_tokens=40,
+        completion_tokens=7,
+        ttft_ms=120.0,
+        total_ms=320.0,
+        gpu_seconds=0.2,
+        grounding=[],
+    )
+    # then it is a duplicate and the stored row is as it was
+    assert finalize_answer(result.to_dict()) == "duplicate"
+    again = Message.objects.get(pk=reply.pk)
+    assert (again.state, again.text, again.completed_at) == (
+        reply.state,
+        reply.text,
+        reply.completed_at,
+    )

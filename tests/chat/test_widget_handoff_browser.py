@@ -104,7 +104,12 @@ def test_customer_and_agent_from_handoff_to_rating(platform, browser, demo_site)
         ]
         customer.reload()
         wait_text(customer.locator(f"{WIDGET} .msg.agent"), "Which order is it?")
-        assert human.is_disabled() and human.text_content() == "Talking to a person"
+        # (the history shows from the browser's storage at once; the hand-off state comes with
+        # the server's welcome, a moment later)
+        customer.locator(f"{WIDGET} .human:disabled", has_text="Talking to a person").wait_for(
+            timeout=TIMEOUT_MS
+        )
+        assert human.text_content() == "Talking to a person"
         assert widget_texts(customer, "customer") == [
             "My parcel arrived broken",
             "Order 1042",

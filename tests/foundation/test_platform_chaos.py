@@ -48,6 +48,9 @@ CHILDREN = {
 VICTIMS = ["worker-inference", "worker-cpu", "web", "redis-server"]
 # Answer timeout (60 s) + the wait for an answer on its way (45 s) + a resume's reconnects.
 SETTLE_S = 150
+# A finalize task held by a killed CPU worker comes back after the CPU app's visibility timeout
+# (30 s) and one sweep (7 s, chatplatform/settings/base.py): the stored row agrees by then.
+FINALIZE_REDELIVERED_WITHIN_S = 45
 
 
 def command_line(pid: int) -> list[str]:
@@ -303,15 +306,26 @@ def test_every_child_killed_in_turn_comes_back_and_no_answer_is_lost_or_doubled(
     for cid, question_id in customer.acked.items():
         outcomes = customer.outcomes[question_id]
         assert len(outcomes) == 1, (cid, outcomes)
-    # and the database agrees with what the customer saw
-    time.sleep(2)  # `delivered` is written just after the send
-    for question_id, outcomes in ((q, customer.outcomes[q]) for q in customer.acked.values()):
-        [outcome] = outcomes
-        row = stored_reply(running.var_dir, question_id)
-        if outcome[0] == "answer":
-            assert row == ("done", outcome[2], True), (outcome, row)
-        else:
-            assert row is not None and row[0] == "failed" and row[2], (outcome, row)
+
+    # and the database agrees with what the customer saw: at once, or once the finalize task
+    # that a killed CPU worker held is delivered again (its visibility timeout plus a sweep)
+    def disagreements() -> list[tuple[Any, Any]]:
+        wrong = []
+        for question_id in customer.acked.values():
+            [outcome] = customer.outcomes[question_id]
+            row = stored_reply(running.var_dir, question_id)
+            if outcome[0] == "answer":
+                agrees = row == ("done", outcome[2], True)
+            else:
+                agrees = row is not None and row[0] == "failed" and row[2]
+            if not agrees:
+                wrong.append((outcome, row))
+        return wrong
+
+    deadline = time.monotonic() + FINALIZE_REDELIVERED_WITHIN_S
+    while disagreements() and time.monotonic() < deadline:
+        time.sleep(1)
+    assert not disagreements(), disagreements()
     kinds = sorted(next(iter(customer.outcomes[q]))[0] for q in customer.acked.values())
     print(f"outcomes: {kinds}; reconnects: {customer.reconnects}")  # shown with -s
     assert customer.reconnects >= 3  # the web and Redis kills dropped its socket

@@ -29,6 +29,7 @@ from inference.contracts import (
     PromptMessage,
     Queue,
     TaskName,
+    answered_key,
     cancel_key,
     conversation_group,
 )
@@ -325,10 +326,53 @@ async def test_redelivered_request_is_answered_once(workers, client, redis, url)
         # when Redis delivers the same task again
         send(client, payload)
         await watcher.quiet_for(3.0)
-    # then nothing more is streamed and it is finalized once
+    # then nothing more is streamed; its finalize is queued again with the same result (the
+    # first worker may have died before queuing it; a second finalize of a stored answer
+    # changes nothing: tests/chat/test_finalize.py)
     assert [e["type"] for e in watcher.events].count("answer.end") == 1
     assert [e["type"] for e in watcher.events].count("answer.start") == 1
-    assert len(finalized(redis, "twice-1")) == 1
+    first, again = finalized(redis, "twice-1")
+    assert first == again
+
+
+async def test_a_conclusion_whose_worker_died_before_queuing_its_finalize_is_finalized(
+    workers, client, redis, url
+) -> None:
+    # given an answer a worker concluded (it won the answered key, which holds the finalize
+    # payload) and then died before its finalize task was queued (seen in the chaos test:
+    # the customer had the answer, the database row stayed pending)
+    payload = make_request("died-before-finalize")
+    concluded = {"message_id": "died-before-finalize", "text": "Here it is.", "finish": "length"}
+    redis.set(answered_key("died-before-finalize"), json.dumps(concluded), ex=60)
+    async with GroupWatcher(url, payload["conversation_id"]) as watcher:
+        # when its task is delivered again
+        send(client, payload)
+        assert await_until(lambda: finalized(redis, "died-before-finalize"), 30)
+        await watcher.quiet_for(1.0)
+    # then nothing is generated or streamed again, and its finalize is queued with the payload
+    assert watcher.events == []
+    assert finalized(redis, "died-before-finalize") == [concluded]
+
+
+async def test_a_message_the_chat_layer_closed_is_not_finalized_by_a_worker(
+    workers, client, redis, url
+) -> None:
+    # given a message the chat layer closed after its answer timeout (no payload in the key)
+    payload = make_request("closed-by-chat")
+    redis.set(answered_key("closed-by-chat"), "timeout", ex=60)
+    # when its task is delivered
+    send(client, payload)
+    busy = None
+    for _ in range(300):
+        busy = next(
+            (w for w in workers if "message closed-by-chat: duplicate" in w.log_text()), None
+        )
+        if busy is not None:
+            break
+        time.sleep(0.1)
+    # then the worker drops it: no finalize is queued
+    assert busy is not None
+    assert finalized(redis, "closed-by-chat") == []
 
 
 async def test_worker_killed_mid_answer_still_answers_once(workers, client, redis, url) -> None:
