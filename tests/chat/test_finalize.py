@@ -42,6 +42,17 @@ def ask_and_answer(
         ]
     )
     assert created
+    return finalize_answer(model_answer(site_id, conversation_id, message_id, question, grounding))
+
+
+def model_answer(
+    site_id: int,
+    conversation_id: str,
+    message_id: str,
+    question: str,
+    grounding: list[str] | None = None,
+) -> dict:
+    """The finalize payload of the model's answer to a question."""
     result = InferenceResult(
         conversation_id=conversation_id,
         message_id=message_id,
@@ -55,7 +66,7 @@ def ask_and_answer(
         gpu_seconds=0.2,
         grounding=grounding or [],
     )
-    return finalize_answer(result.to_dict())
+    return result.to_dict()
 
 
 @pytest.mark.parametrize(("visitor_id", "client_ip"), [("v_123", "203.0.113.7"), ("", "::1")])
@@ -157,21 +168,9 @@ def test_a_second_finalize_of_a_stored_answer_changes_nothing(chat_cache) -> Non
     question = Message.objects.get(conversation_id=conversation_id, in_reply_to=None)
     reply = Message.objects.get(pk=reply_id_for(str(question.pk)))
     # when the same result is finalized again
-    result = InferenceResult(
-        conversation_id=conversation_id,
-        message_id=str(question.pk),
-        site_id=str(site.id),
-        text="The answer to: Where is my parcel?",
-        finish_reason="stop",
-        prompt_tokens=40,
-        completion_tokens=7,
-        ttft_ms=120.0,
-        total_ms=320.0,
-        gpu_seconds=0.2,
-        grounding=[],
-    )
+    again_payload = model_answer(site.id, conversation_id, str(question.pk), "Where is my parcel?")
     # then it is a duplicate and the stored row is as it was
-    assert finalize_answer(result.to_dict()) == "duplicate"
+    assert finalize_answer(again_payload) == "duplicate"
     again = Message.objects.get(pk=reply.pk)
     assert (again.state, again.text, again.completed_at) == (
         reply.state,
