@@ -9,9 +9,9 @@ so the delivery rules are in one readable place:
   instead of generating twice; a dead worker's lease expires and the copy takes over. The
   final `answer.end`/`answer.refused` is sent only after winning `SET NX` on an "answered"
   key, so a request is answered once and never twice. The key holds the finalize task's
-  payload: a worker that dies after winning it (before or after the send, before the
-  finalize task is queued) leaves the answer to be stored by the redelivered copy, which
-  finds the key taken and queues that finalize again (the task stores an answer once).
+  payload until the finalize task is queued: a worker that dies after winning it (before or
+  after the send, before queuing the finalize) leaves the answer to be stored by the
+  redelivered copy, which finds the payload and queues the finalize (stores an answer once).
 - bad requests are refused with a stable code and a human message, never silently dropped.
 - every request that reaches an end (any reason) is handed to the CPU queue's finalize task.
 """
@@ -64,6 +64,9 @@ LEASE_TTL_S = 10.0
 LEASE_RENEW_S = 2.0
 # How often a waiting task thread checks the cancel key: "stop at the next step" with a
 # decode step of tens of milliseconds.
+# What the answered key holds once a concluded request's finalize task is queued (before,
+# it holds the finalize payload; `_duplicate`).
+FINALIZE_QUEUED = "finalize-queued"
 CANCEL_POLL_S = 0.05
 SEND_TIMEOUT_S = 10.0
 _SITE_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
@@ -325,16 +328,18 @@ class AnswerService:
         # Wait for Redis to have the final event before finalizing and acking the task.
         self._send(group, event).result(timeout=SEND_TIMEOUT_S)
         self.finalize(finalize_payload)
+        # The finalize is queued: a later delivery of this request has nothing left to do.
+        self.redis.set(answered_key(request.message_id), FINALIZE_QUEUED, xx=True, keepttl=True)
         return result.finish_reason
 
     def _duplicate(self, request: InferenceRequest) -> str:
         """A delivery of a request that was already concluded: queue the finalize again.
 
-        The worker that concluded it may have died before its finalize task was queued (or
-        Redis may have lost the queued task in a crash); the payload it claimed the answer
-        with is in the answered key. The finalize stores an answer once, so a second one
-        after a stored answer changes nothing. Keys set by the chat layer ("timeout") or by
-        a refusal of a malformed payload carry no payload: nothing to finalize."""
+        The worker that concluded it may have died before its finalize task was queued: the
+        payload it claimed the answer with is then still in the answered key (replaced by
+        FINALIZE_QUEUED once the task is queued). If it died between the two, the finalize
+        runs twice; it stores an answer once, so the second changes nothing. Keys set by the
+        chat layer ("timeout") or by a refusal of a malformed payload carry no payload."""
         claimed_with = self.redis.get(answered_key(request.message_id))
         if claimed_with is not None and claimed_with.startswith(b"{"):
             self.finalize(json.loads(claimed_with))
