@@ -64,10 +64,10 @@ LEASE_TTL_S = 10.0
 LEASE_RENEW_S = 2.0
 # How often a waiting task thread checks the cancel key: "stop at the next step" with a
 # decode step of tens of milliseconds.
+CANCEL_POLL_S = 0.05
 # What the answered key holds once a concluded request's finalize task is queued (before,
 # it holds the finalize payload; `_duplicate`).
 FINALIZE_QUEUED = "finalize-queued"
-CANCEL_POLL_S = 0.05
 SEND_TIMEOUT_S = 10.0
 _SITE_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 

@@ -6,6 +6,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis as redis_lib
+from celery import Celery
 
 
 @pytest.fixture(scope="session")
@@ -34,3 +36,16 @@ def tiny_qwen2_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from inference.build_model import build
 
     return build(tmp_path_factory.mktemp("models") / "tiny-qwen2", arch="qwen2")
+
+
+# For the modules that run real workers: each defines `url`, its own Redis database.
+@pytest.fixture(scope="module")
+def client(url: str) -> Celery:
+    """A Celery client that sends tasks to the module's workers."""
+    return Celery("inference-tests", broker=url)
+
+
+@pytest.fixture(scope="module")
+def redis(url: str) -> redis_lib.Redis:
+    """A Redis client on the module's database."""
+    return redis_lib.Redis.from_url(url)

@@ -19,7 +19,6 @@ from pathlib import Path
 
 import pytest
 import redis as redis_lib
-from celery import Celery
 
 from inference.admission import handed_back_key
 from inference.contracts import HANDED_BACK_TOTAL_KEY, SHED_TOTAL_KEY, cancel_key
@@ -71,16 +70,6 @@ def workers(url: str, tiny_model_dir: Path, tmp_path_factory) -> Iterator[dict[s
         yield started
     finally:
         stop_workers(list(started.values()))
-
-
-@pytest.fixture(scope="module")
-def client(url: str) -> Celery:
-    return Celery("hand-back-tests", broker=url)
-
-
-@pytest.fixture(scope="module")
-def redis(url: str) -> redis_lib.Redis:
-    return redis_lib.Redis.from_url(url)
 
 
 def counter(redis: redis_lib.Redis, key: str) -> int:

@@ -133,16 +133,6 @@ def stop_workers(workers: list[Worker]) -> None:
             worker.process.kill()
 
 
-@pytest.fixture(scope="module")
-def client(url: str) -> Celery:
-    return Celery("inference-tests", broker=url)
-
-
-@pytest.fixture(scope="module")
-def redis(url: str) -> redis_lib.Redis:
-    return redis_lib.Redis.from_url(url)
-
-
 def make_request(message_id: str, question: str = "Where is my order?", **fields: Any) -> dict:
     now = time.time()
     values: dict[str, Any] = {
